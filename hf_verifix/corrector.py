@@ -1,0 +1,447 @@
+"""ProjectionCorrector: select trusted samples, stream activation Grams, decompose once, project for any α."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import CorrectionConfig
+from .data.images import Transform
+from .data.source import SampleSource, as_source
+from .errors import ConfigError, DataError, VerifixError
+from .metrics import source_accuracy
+from .models.forward import model_device
+from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from .projection.spectrum import decompose
+from .projection.update import LayerProjection
+from .selection.base import Selection, get_selector
+from .statistics.gram import collect_grams
+from .statistics.layers import find_target_layers
+
+__all__ = ["REPORT_NAME", "AlphaSearchResult", "ProjectionCorrector"]
+
+REPORT_NAME = "correction_report.json"
+
+
+@dataclass
+class AlphaSearchResult:
+    """The outcome of :meth:`ProjectionCorrector.search_alpha`.
+
+    ``best_alpha`` is None when no α beat the uncorrected model (which is then left in place); ``curve`` maps each
+    α to its accuracy on the evaluation data.
+
+    Example:
+        >>> result = AlphaSearchResult(best_alpha=3e4, best_accuracy=0.9, baseline_accuracy=0.8, curve={3e4: 0.9})
+        >>> result.improvement
+        0.09999999999999998
+    """
+
+    best_alpha: float | None
+    best_accuracy: float
+    baseline_accuracy: float
+    curve: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def improvement(self) -> float:
+        """Accuracy gained over the uncorrected model on the evaluation data (0 when nothing won).
+
+        Example:
+            >>> AlphaSearchResult(None, 0.8, 0.8).improvement
+            0.0
+        """
+        return self.best_accuracy - self.baseline_accuracy
+
+
+def _as_index_tensor(trusted_indices: Any, size: int) -> torch.Tensor:
+    indices = torch.as_tensor(trusted_indices)
+    if indices.dtype == torch.bool:
+        if indices.numel() != size:
+            raise DataError(f"a boolean trusted mask must have one entry per sample ({size}), got {indices.numel()}")
+        indices = torch.nonzero(indices).flatten()
+    if indices.is_floating_point() or indices.dim() != 1:
+        raise DataError(f"trusted_indices must be a 1-D sequence of integer indices, got {tuple(indices.shape)} "
+                        f"{indices.dtype}")
+    if indices.numel() == 0:
+        raise DataError("trusted_indices is empty; pass at least one sample index")
+    if int(indices.min()) < 0 or int(indices.max()) >= size:
+        raise DataError(f"trusted_indices must lie in [0, {size}), got values from {int(indices.min())} to "
+                        f"{int(indices.max())}")
+    unique = torch.unique(indices)
+    if unique.numel() != indices.numel():
+        raise DataError(f"trusted_indices holds {indices.numel() - unique.numel()} duplicate(s); pass each index once")
+    return unique.long()
+
+
+class ProjectionCorrector:
+    """Correct a classifier trained on noisy labels by Scaled Activation Projection (SAP / Verifix).
+
+    ``fit`` selects the trusted samples, streams every targeted layer's input Gram in float64 and decomposes it
+    once; ``apply`` projects the weights for any α (cheap: one matrix product per layer); ``revert`` restores the
+    original weights bit-exactly; ``search_alpha`` tries a grid on held-out data labelled like the training data.
+
+    Args:
+        model: The trained classifier (timm, transformers, or any module of Linear/Conv2d layers). Corrected in place.
+        config: The hyperparameters; keyword ``overrides`` replace single fields.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from hf_verifix import CorrectionConfig, ProjectionCorrector
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> data = TensorDataset(torch.randn(64, 4), torch.randint(0, 3, (64,)))
+        >>> corrector = ProjectionCorrector(model, CorrectionConfig(n_trusted=32, progress=False)).fit(data)
+        >>> _ = corrector.apply(alpha=3e4)
+        >>> _ = corrector.revert()
+    """
+
+    def __init__(self, model: nn.Module, config: CorrectionConfig | None = None, **overrides: Any) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if config is None:
+            config = CorrectionConfig()
+        if not isinstance(config, CorrectionConfig):
+            raise ConfigError(f"config must be a CorrectionConfig, got {type(config).__name__}")
+        if overrides:
+            config = CorrectionConfig.from_dict({**config.to_dict(), **overrides})
+        if any(p.is_meta for p in model.parameters()):
+            raise VerifixError(
+                "the model has parameters on the meta device (no data); load real weights before correcting"
+            )
+        self.model = model
+        self.config = config
+        self.selection: Selection | None = None
+        self.projections: dict[str, LayerProjection] = {}
+        self.skipped: dict[str, str] = {}
+        self.layer_rows: dict[str, int] = {}
+        self.applied_alpha: float | None = None
+        self.search_result: AlphaSearchResult | None = None
+        self.timings: dict[str, float] = {}
+        self._source: SampleSource | None = None
+        self._trusted: torch.Tensor | None = None
+        self._original_weights: dict[str, torch.Tensor] = {}
+        self._original_buffers: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self, train_data: Any, trusted_indices: Sequence[int] | torch.Tensor | None = None,
+        transform: Transform | None = None,
+    ) -> ProjectionCorrector:
+        """Select the trusted samples of ``train_data``, collect their activation Grams and decompose them.
+
+        Args:
+            train_data: A ``datasets.Dataset``, a torch ``Dataset`` of ``(input, label)`` (e.g. ``TensorDataset``)
+                or a ``DataLoader`` built with ``shuffle=False``, labelled as the model was trained (noisy).
+            trusted_indices: Skip selection: exactly these samples (indices or a boolean mask) are the trusted set.
+            transform: Preprocessing of a ``datasets.Dataset``'s images (default: the model's own).
+
+        Returns:
+            ``self``, for chaining.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> model = torch.nn.Linear(4, 2)
+            >>> data = TensorDataset(torch.randn(10, 4), torch.randint(0, 2, (10,)))
+            >>> corrector = ProjectionCorrector(model, n_trusted=5, progress=False).fit(data, trusted_indices=[0, 3])
+            >>> corrector.trusted_indices.tolist()
+            [0, 3]
+        """
+        self.revert()
+        cfg = self.config
+        source = as_source(train_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
+        selection = find_target_layers(self.model, cfg.target_modules, cfg.exclude_modules)
+        self.skipped = dict(selection.skipped)
+
+        start = time.perf_counter()
+        if trusted_indices is None:
+            if cfg.n_trusted > len(source):
+                raise DataError(
+                    f"n_trusted={cfg.n_trusted} is larger than the data ({len(source)} samples); "
+                    "lower n_trusted or pass more data"
+                )
+            selector = get_selector(cfg.selector)
+            self.selection = selector.select(self.model, source, cfg.n_trusted, cfg.per_class, cfg.seed, cfg.progress)
+            trusted = self.selection.indices
+        else:
+            trusted = _as_index_tensor(trusted_indices, len(source))
+            self.selection = None
+        self.timings["selection_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        device = model_device(self.model)
+        batches = (b.inputs.to(device) for b in source.batches(trusted, "collecting Grams", cfg.progress))
+        grams = collect_grams(self.model, selection.targets, batches)
+        self.timings["collection_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        self.projections = {}
+        self.layer_rows = {}
+        layers = tqdm(grams.items(), desc="decomposing", disable=not cfg.progress, leave=False)
+        for name, stats in layers:
+            reason = None
+            if stats.rows == 0:
+                reason = "never called during the forward pass (its parent may use its weight directly)"
+            elif not bool((stats.gram.diagonal(dim1=-2, dim2=-1).sum(-1) > 0).all()):
+                reason = "its inputs on the trusted samples are all zero, so they span no direction to project onto"
+            if reason:
+                self.skipped[name] = reason
+                continue
+            layer = selection.targets[name]
+            self.projections[name] = LayerProjection(layer.weight, decompose(stats.gram, name))
+            self.layer_rows[name] = stats.rows
+        self.timings["decomposition_s"] = time.perf_counter() - start
+        if not self.projections:
+            raise VerifixError(f"no layer could be corrected: {self.skipped}")
+        if self.skipped:
+            warnings.warn(
+                f"leaving {len(self.skipped)} layer(s) uncorrected: "
+                + "; ".join(f"{n!r}: {r}" for n, r in self.skipped.items()),
+                UserWarning,
+                stacklevel=2,
+            )
+        modules = dict(self.model.named_modules())
+        self._original_weights = {n: modules[n].weight.detach().clone() for n in self.projections}
+        self._original_buffers = {
+            n: b.detach().clone() for n, b in self.model.named_buffers() if self._is_batchnorm_buffer(n)
+        }
+        self._source = source
+        self._trusted = trusted
+        return self
+
+    def _is_batchnorm_buffer(self, buffer_name: str) -> bool:
+        owner = buffer_name.rsplit(".", 1)[0] if "." in buffer_name else ""
+        return owner in self._batchnorm_names()
+
+    def _batchnorm_names(self) -> set[str]:
+        layers = set(map(id, batchnorm_layers(self.model)))
+        return {n for n, m in self.model.named_modules() if id(m) in layers}
+
+    @property
+    def trusted_indices(self) -> torch.Tensor:
+        """The sorted indices of the trusted samples used by the last ``fit``.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> data = TensorDataset(torch.randn(6, 2), torch.tensor([0, 1] * 3))
+            >>> c = ProjectionCorrector(torch.nn.Linear(2, 2), n_trusted=2, progress=False).fit(data)
+            >>> c.trusted_indices.numel()
+            2
+        """
+        self._require_fit()
+        assert self._trusted is not None
+        return self._trusted
+
+    def _require_fit(self) -> None:
+        if not self.projections:
+            raise VerifixError("call fit(train_data) before apply/search_alpha/report")
+
+    # ------------------------------------------------------------------ apply / revert
+    def apply(self, alpha: float | None = None) -> nn.Module:
+        """Project the targeted weights for ``alpha`` (``config.alpha`` if None), in place; return the model.
+
+        Always projects the *original* weights, so calling it again with another α does not compound.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> model = torch.nn.Linear(3, 2)
+            >>> data = TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+            >>> corrector = ProjectionCorrector(model, n_trusted=4, progress=False).fit(data)
+            >>> corrector.apply(alpha=1e4) is model
+            True
+        """
+        self._require_fit()
+        value = self.config.alpha if alpha is None else alpha
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+            raise ConfigError(f"alpha must be a finite number > 0 (e.g. 3e4), got {value!r}")
+        start = time.perf_counter()
+        modules = dict(self.model.named_modules())
+        with torch.no_grad():
+            for name, projection in self.projections.items():
+                weight = modules[name].weight
+                weight.copy_(projection.weight(float(value)).to(weight.device))
+        self._restore_buffers()
+        if self.config.recalibrate_batchnorm:
+            device = model_device(self.model)
+            assert self._source is not None and self._trusted is not None
+            batches = (b.inputs.to(device) for b in self._source.batches(self._trusted, "recalibrating BN",
+                                                                           self.config.progress))
+            recalibrate_batchnorm(self.model, batches)
+        self.timings["update_s"] = time.perf_counter() - start
+        self.applied_alpha = float(value)
+        return self.model
+
+    def _restore_buffers(self) -> None:
+        buffers = dict(self.model.named_buffers())
+        with torch.no_grad():
+            for name, original in self._original_buffers.items():
+                buffers[name].copy_(original)
+
+    def revert(self) -> nn.Module:
+        """Restore the original weights (and BatchNorm statistics) bit-exactly; return the model.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> model = torch.nn.Linear(3, 2)
+            >>> before = model.weight.clone()
+            >>> data = TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+            >>> corrector = ProjectionCorrector(model, n_trusted=2, progress=False).fit(data)
+            >>> _ = corrector.apply(alpha=10.0)
+            >>> torch.equal(corrector.revert().weight, before)
+            True
+        """
+        modules = dict(self.model.named_modules())
+        with torch.no_grad():
+            for name, original in self._original_weights.items():
+                modules[name].weight.copy_(original)
+        self._restore_buffers()
+        self.applied_alpha = None
+        return self.model
+
+    # ------------------------------------------------------------------ α search
+    def search_alpha(
+        self, eval_data: Any, alphas: Sequence[float] | None = None, transform: Transform | None = None
+    ) -> AlphaSearchResult:
+        """Try each α on ``eval_data`` (labelled like the training data), apply the best, and report the curve.
+
+        The decompositions from ``fit`` are reused for every α. If no α beats the uncorrected model, the original
+        weights stay in place and ``best_alpha`` is None.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> model = torch.nn.Linear(3, 2)
+            >>> data = TensorDataset(torch.randn(20, 3), torch.randint(0, 2, (20,)))
+            >>> corrector = ProjectionCorrector(model, n_trusted=10, progress=False).fit(data)
+            >>> result = corrector.search_alpha(data, alphas=[1e2, 1e4])
+            >>> sorted(result.curve)
+            [100.0, 10000.0]
+        """
+        self._require_fit()
+        grid = CorrectionConfig(alpha_grid=tuple(alphas)).alpha_grid if alphas is not None else self.config.alpha_grid
+        cfg = self.config
+        source = as_source(eval_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
+        self.revert()
+        baseline = source_accuracy(self.model, source, cfg.progress)
+        curve: dict[float, float] = {}
+        for alpha in tqdm(grid, desc="searching α", disable=not cfg.progress):
+            self.apply(alpha)
+            curve[alpha] = source_accuracy(self.model, source)
+        self.revert()
+        best_alpha, best_accuracy = None, baseline
+        for alpha, accuracy in curve.items():
+            if accuracy > best_accuracy:
+                best_alpha, best_accuracy = alpha, accuracy
+        if best_alpha is not None:
+            self.apply(best_alpha)
+        self.search_result = AlphaSearchResult(best_alpha, best_accuracy, baseline, curve)
+        return self.search_result
+
+    # ------------------------------------------------------------------ report / save
+    def report(self) -> dict[str, Any]:
+        """Return a JSON-serialisable summary: config, trusted set, layers corrected/skipped, α search, timings.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> data = TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+            >>> c = ProjectionCorrector(torch.nn.Linear(3, 2), n_trusted=4, progress=False).fit(data)
+            >>> c.report()["trusted"]["count"]
+            4
+        """
+        self._require_fit()
+        trusted = self.trusted_indices
+        summary: dict[str, Any] = {
+            "config": self.config.to_dict(),
+            "applied_alpha": self.applied_alpha,
+            "trusted": {"count": int(trusted.numel()), "selector": self.config.selector if self.selection else "given"},
+            "layers": {
+                name: {
+                    "rows": self.layer_rows[name],
+                    "decomposition": p.spectrum.method,
+                    "dim": int(p.spectrum.eigenvalues.shape[-1]),
+                    "groups": int(p.spectrum.eigenvalues.shape[0]),
+                }
+                for name, p in self.projections.items()
+            },
+            "skipped_layers": dict(self.skipped),
+            "timings_s": dict(self.timings),
+        }
+        if self.selection is not None:
+            labels = self.selection.labels
+            summary["trusted"]["class_counts"] = torch.bincount(labels[trusted]).tolist()
+        if self.search_result is not None:
+            result = asdict(self.search_result)
+            result["curve"] = {str(a): acc for a, acc in self.search_result.curve.items()}
+            summary["alpha_search"] = result
+        return summary
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
+        """Write the corrected model in its native format, ``correction_config.json`` and ``correction_report.json``.
+
+        transformers models are saved with their own ``save_pretrained`` (safetensors), timm models with
+        ``timm.models.save_for_hf`` (loadable by ``timm.create_model("local-dir:...")``), other modules as
+        ``model.safetensors``. Files are written to a temporary folder first and moved into place, so an
+        interruption never leaves a half-written file.
+
+        Example:
+            >>> import tempfile, torch
+            >>> from torch.utils.data import TensorDataset
+            >>> data = TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+            >>> c = ProjectionCorrector(torch.nn.Linear(3, 2), n_trusted=4, progress=False).fit(data)
+            >>> sorted(p.name for p in c.save_pretrained(tempfile.mkdtemp()).iterdir())
+            ['correction_config.json', 'correction_report.json', 'model.safetensors']
+        """
+        self._require_fit()
+        target = Path(save_directory)
+        target.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".verifix-", dir=target))
+        try:
+            save_model(self.model, staging)
+            self.config.save(staging)
+            (staging / REPORT_NAME).write_text(json.dumps(self.report(), indent=2) + "\n", encoding="utf-8")
+            for item in sorted(staging.rglob("*")):
+                if item.is_file():
+                    destination = target / item.relative_to(staging)
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(item, destination)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def save_model(model: nn.Module, directory: Path) -> None:
+    """Save ``model`` in its native format into ``directory`` (transformers, timm, or plain safetensors).
+
+    Example:
+        >>> import tempfile, torch
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> save_model(torch.nn.Linear(2, 2), folder)
+        >>> [p.name for p in folder.iterdir()]
+        ['model.safetensors']
+    """
+    if hasattr(model, "save_pretrained") and hasattr(model, "config"):
+        model.save_pretrained(directory)
+        return
+    if getattr(model, "pretrained_cfg", None) is not None:
+        from timm.models import save_for_hf
+
+        save_for_hf(model, str(directory), safe_serialization=True)
+        return
+    from safetensors.torch import save_model as save_safetensors
+
+    save_safetensors(model, str(directory / "model.safetensors"))

@@ -1,0 +1,110 @@
+"""Turning images (PIL, arrays) into the tensors a model expects: the model's own preprocessing by default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DataError
+from ..models.forward import model_input_channels
+
+__all__ = ["default_image_transform", "image_to_tensor"]
+
+Transform = Callable[[Any], torch.Tensor]
+
+
+def _timm_transform(model: nn.Module, channels: int | None) -> Transform:
+    import timm.data
+
+    config = dict(timm.data.resolve_model_data_config(model))
+    if channels is not None and len(config["mean"]) != channels:
+        # timm keeps the 3-channel ImageNet config for in_chans=1 models; average it to the real channel count.
+        config["mean"] = (float(np.mean(config["mean"])),) * channels
+        config["std"] = (float(np.mean(config["std"])),) * channels
+        config["input_size"] = (channels, *config["input_size"][1:])
+    return timm.data.create_transform(**config, is_training=False)  # type: ignore[no-any-return]
+
+
+def _transformers_transform(size: int, channels: int) -> Transform:
+    from torchvision import transforms
+
+    return transforms.Compose(  # type: ignore[no-any-return]
+        [
+            transforms.Resize((size, size)),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5] * channels, [0.5] * channels),
+        ]
+    )
+
+
+def default_image_transform(model: nn.Module) -> Transform:
+    """Return the evaluation preprocessing of ``model`` for PIL images.
+
+    timm models use their data config (``timm.data.resolve_model_data_config``); transformers models resize to
+    ``config.image_size`` and normalise with mean = std = 0.5 (ViT's image processor defaults); any other module
+    gets ``ToTensor()``. Pass ``transform=`` (or an ``image_processor``) to ``fit`` to use another.
+
+    Example:
+        >>> import timm
+        >>> from PIL import Image
+        >>> model = timm.create_model("test_resnet", pretrained=False, num_classes=3)
+        >>> default_image_transform(model)(Image.new("RGB", (40, 40))).shape[0]
+        3
+    """
+    channels = model_input_channels(model)
+    if getattr(model, "pretrained_cfg", None) is not None or type(model).__module__.startswith("timm."):
+        return _timm_transform(model, channels)
+    config = getattr(model, "config", None)
+    image_size = getattr(config, "image_size", None)
+    if isinstance(image_size, (list, tuple)):
+        image_size = image_size[0]
+    if isinstance(image_size, int):
+        return _transformers_transform(image_size, channels or getattr(config, "num_channels", 3))
+    from torchvision import transforms
+
+    return transforms.ToTensor()  # type: ignore[no-any-return]
+
+
+def image_to_tensor(image: Any, transform: Transform | None, channels: int | None) -> torch.Tensor:
+    """Return a float CHW tensor for a PIL image, an HWC/CHW array or a tensor, converted to ``channels``.
+
+    Example:
+        >>> from PIL import Image
+        >>> image_to_tensor(Image.new("L", (8, 8)), None, channels=3).shape
+        torch.Size([3, 8, 8])
+    """
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        mode = {1: "L", 3: "RGB"}.get(channels or 0)
+        if mode is not None and image.mode != mode:
+            image = image.convert(mode)
+        if transform is not None:
+            return transform(image)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        tensor = torch.from_numpy(array)
+        return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+    if isinstance(image, (np.ndarray, list)):
+        image = torch.as_tensor(np.asarray(image))
+    if not isinstance(image, torch.Tensor):
+        raise DataError(
+            f"cannot turn an image of type {type(image).__name__} into a tensor; expected a PIL image, "
+            "a numpy array or a tensor"
+        )
+    tensor = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    if tensor.dim() == 2:
+        tensor = tensor[None]
+    elif tensor.dim() == 3 and tensor.shape[-1] in (1, 3, 4) and tensor.shape[0] not in (1, 3, 4):
+        tensor = tensor.permute(2, 0, 1)
+    if channels is not None and tensor.dim() == 3 and tensor.shape[0] != channels:
+        if tensor.shape[0] == 1:
+            tensor = tensor.expand(channels, *tensor.shape[1:])
+        elif channels == 1 and tensor.shape[0] == 3:
+            tensor = tensor.mean(dim=0, keepdim=True)
+    if transform is not None:
+        return transform(tensor)
+    return tensor

@@ -1,0 +1,237 @@
+"""One way to walk any supported training data in indexed batches: HF datasets, torch datasets, DataLoaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset, TensorDataset
+from torch.utils.data._utils.collate import default_collate
+from tqdm.auto import tqdm
+
+from ..errors import DataError
+from ..models.forward import model_input_channels
+from .images import Transform, default_image_transform, image_to_tensor
+
+__all__ = ["Batch", "SampleSource", "as_source", "split_batch"]
+
+_IMAGE_COLUMNS = ("image", "img", "pixel_values", "images", "inputs", "input")
+_LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "targets")
+
+
+@dataclass
+class Batch:
+    """A batch of model inputs, integer labels and the samples' positions in the dataset.
+
+    Example:
+        >>> Batch(torch.zeros(2, 3), torch.tensor([0, 1]), torch.tensor([4, 5])).indices.tolist()
+        [4, 5]
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+
+
+def _as_label_tensor(labels: Any) -> torch.Tensor:
+    if isinstance(labels, torch.Tensor):
+        tensor = labels
+    else:
+        values = list(labels) if not isinstance(labels, (int, float)) else [labels]
+        bad = next((v for v in values if not isinstance(v, (int,)) and not hasattr(v, "__index__")), None)
+        if bad is not None:
+            raise DataError(
+                f"labels must be integer class ids, got {type(bad).__name__} {bad!r}; map class names to ids first "
+                "(e.g. dataset.class_encode_column('label'))"
+            )
+        tensor = torch.as_tensor([int(v) for v in values])
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise DataError(f"labels must be integer class ids, got a {tensor.dtype} tensor; cast them with .long()")
+    return tensor.reshape(-1).long()
+
+
+def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(inputs, labels)`` of a collated batch: a ``(x, y, ...)`` tuple or a dict with pixel_values/labels.
+
+    Example:
+        >>> x, y = split_batch({"pixel_values": torch.zeros(2, 3), "labels": torch.tensor([1, 0])})
+        >>> y.tolist()
+        [1, 0]
+    """
+    if isinstance(batch, dict):
+        x = next((batch[k] for k in _IMAGE_COLUMNS if k in batch), None)
+        y = next((batch[k] for k in _LABEL_COLUMNS if k in batch), None)
+        if x is None or y is None:
+            raise DataError(
+                f"a dict batch needs an input key (one of {list(_IMAGE_COLUMNS)}) and a label key "
+                f"(one of {list(_LABEL_COLUMNS)}), got keys {sorted(batch)}"
+            )
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        x, y = batch[0], batch[1]
+    else:
+        raise DataError(
+            f"each batch must be an (inputs, labels) pair or a dict with 'pixel_values' and 'labels', "
+            f"got {type(batch).__name__}"
+        )
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"inputs must be tensors, got {type(x).__name__}; add a transform that returns tensors")
+    return x, _as_label_tensor(y)
+
+
+class _HFImageDataset(Dataset):  # type: ignore[type-arg]
+    """A ``datasets.Dataset`` seen as a torch dataset of ``(image tensor, label)``."""
+
+    def __init__(self, dataset: Any, image_column: str, label_column: str, transform: Transform | None,
+                 channels: int | None) -> None:
+        self.dataset = dataset.select_columns([image_column, label_column])
+        self.image_column = image_column
+        self.label_column = label_column
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        row = self.dataset[int(index)]
+        return image_to_tensor(row[self.image_column], self.transform, self.channels), row[self.label_column]
+
+
+def _column(dataset: Any, requested: str | None, kind: str, candidates: Sequence[str], feature: str) -> str:
+    columns = list(dataset.column_names)
+    if requested is not None:
+        if requested not in columns:
+            raise DataError(
+                f"{kind} column {requested!r} is not in the dataset; its columns are {columns}. "
+                f"Pass {kind}_column= one of them"
+            )
+        return requested
+    typed = [c for c in columns if type(dataset.features[c]).__name__ == feature]
+    named = [c for c in candidates if c in columns]
+    found = typed[:1] or named[:1]
+    if not found:
+        raise DataError(
+            f"cannot find the {kind} column among {columns}: none has a datasets.{feature} feature or one of the "
+            f"names {list(candidates)}. Pass {kind}_column='...' (CorrectionConfig or fit())"
+        )
+    return found[0]
+
+
+class SampleSource:
+    """Indexed batches of ``(inputs, labels, indices)`` over a map-style dataset, always in dataset order.
+
+    Example:
+        >>> source = SampleSource(TensorDataset(torch.randn(5, 2), torch.tensor([0, 1, 0, 1, 1])), batch_size=2)
+        >>> [b.indices.tolist() for b in source.batches([4, 0, 2])]
+        [[0, 2], [4]]
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,  # type: ignore[type-arg]
+        batch_size: int = 64,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        num_workers: int = 0,
+        labels: torch.Tensor | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.collate_fn = collate_fn or default_collate
+        self.num_workers = num_workers
+        self.labels = labels
+        self.num_classes = num_classes
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def batches(
+        self, indices: Sequence[int] | torch.Tensor | None = None, desc: str | None = None, progress: bool = False
+    ) -> Iterator[Batch]:
+        """Yield the batches of the samples at ``indices`` (all when None), in increasing index order.
+
+        Example:
+            >>> source = SampleSource(TensorDataset(torch.arange(3.0)[:, None], torch.tensor([0, 1, 1])))
+            >>> next(iter(source.batches())).labels.tolist()
+            [0, 1, 1]
+        """
+        order = torch.arange(len(self)) if indices is None else torch.as_tensor(indices).long().sort().values
+        subset = Subset(self.dataset, order.tolist())
+        loader = DataLoader(
+            subset, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+        )
+        start = 0
+        for raw in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            inputs, labels = split_batch(raw)
+            if inputs.shape[0] != labels.shape[0]:
+                raise DataError(f"a batch has {inputs.shape[0]} inputs but {labels.shape[0]} labels")
+            yield Batch(inputs, labels, order[start : start + labels.shape[0]])
+            start += labels.shape[0]
+
+
+def as_source(
+    data: Any,
+    model: nn.Module,
+    batch_size: int = 64,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    transform: Transform | None = None,
+) -> SampleSource:
+    """Wrap ``data`` (a ``datasets.Dataset``, a map-style torch ``Dataset`` or a ``DataLoader``) as a SampleSource.
+
+    A ``datasets.Dataset``'s image and label columns are detected (``Image``/``ClassLabel`` features, then common
+    names) unless named; its images go through ``transform`` or the model's own preprocessing
+    (:func:`default_image_transform`).
+
+    Raises:
+        DataError: Empty data, missing columns, a shuffled or iterable DataLoader, non-integer labels.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> len(as_source(TensorDataset(torch.randn(7, 2), torch.zeros(7, dtype=torch.long)), model))
+        7
+    """
+    collate_fn = None
+    num_workers = 0
+    labels = None
+    num_classes = None
+    if isinstance(data, DataLoader):
+        if isinstance(data.dataset, IterableDataset):
+            raise DataError(
+                "a DataLoader over an IterableDataset cannot be indexed; pass a map-style dataset (or "
+                "datasets.Dataset) so the trusted samples can be revisited"
+            )
+        if not isinstance(data.sampler, SequentialSampler):
+            raise DataError(
+                f"the DataLoader uses a {type(data.sampler).__name__}, which visits samples in a different order "
+                "each pass; build it with shuffle=False (or pass its dataset)"
+            )
+        collate_fn = data.collate_fn
+        num_workers = data.num_workers
+        batch_size = data.batch_size or batch_size
+        data = data.dataset
+    if type(data).__module__.startswith("datasets.") and hasattr(data, "column_names"):
+        image = _column(data, image_column, "image", _IMAGE_COLUMNS, "Image")
+        label = _column(data, label_column, "label", _LABEL_COLUMNS, "ClassLabel")
+        feature = data.features[label]
+        num_classes = getattr(feature, "num_classes", None)
+        labels = _as_label_tensor(list(data[label]))
+        if transform is None:
+            transform = default_image_transform(model)
+        data = _HFImageDataset(data, image, label, transform, model_input_channels(model))
+    elif isinstance(data, TensorDataset):
+        if len(data.tensors) < 2:
+            raise DataError(f"a TensorDataset must hold (inputs, labels), got {len(data.tensors)} tensor(s)")
+        labels = _as_label_tensor(data.tensors[1])
+    elif not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise DataError(
+            f"unsupported data of type {type(data).__name__}; pass a datasets.Dataset, a map-style "
+            "torch Dataset of (input, label) or a DataLoader built with shuffle=False"
+        )
+    if len(data) == 0:
+        raise DataError("the dataset is empty; pass at least one labelled sample")
+    return SampleSource(data, batch_size, collate_fn, num_workers, labels, num_classes)

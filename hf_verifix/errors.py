@@ -1,0 +1,67 @@
+"""Exceptions raised by hf_verifix.
+
+Every error inherits :class:`VerifixError` *and* the builtin exception it replaces, so both
+``except VerifixError`` and ``except ValueError`` catch a bad configuration.
+
+Example:
+    >>> from hf_verifix.errors import ConfigError
+    >>> try:
+    ...     raise ConfigError("alpha must be > 0, got -1.0")
+    ... except ValueError as err:
+    ...     print(err)
+    alpha must be > 0, got -1.0
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "DataError", "LayerError", "NumericalError", "VerifixError"]
+
+
+class VerifixError(Exception):
+    """Base class of every error raised by hf_verifix.
+
+    Example:
+        >>> issubclass(ConfigError, VerifixError)
+        True
+    """
+
+
+class ConfigError(VerifixError, ValueError):
+    """A configuration value is out of range or of the wrong type.
+
+    Example:
+        >>> from hf_verifix import CorrectionConfig
+        >>> CorrectionConfig(alpha=0)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ConfigError: alpha must be a finite number > 0 ...
+    """
+
+
+class DataError(VerifixError, ValueError):
+    """The data given to a corrector cannot be used (columns, labels, shapes, sizes).
+
+    Example:
+        >>> raise DataError("labels must be in [0, 10), got 12")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        DataError: labels must be in [0, 10), got 12
+    """
+
+
+class LayerError(VerifixError, ValueError):
+    """The model has no layer that can be corrected, or a requested layer does not exist.
+
+    Example:
+        >>> raise LayerError("no targetable layer")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        LayerError: no targetable layer
+    """
+
+
+class NumericalError(VerifixError, ArithmeticError):
+    """Activations or statistics contain NaN/Inf, or a decomposition failed on every fallback.
+
+    Example:
+        >>> raise NumericalError("NaN in the inputs of 'fc'")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        NumericalError: NaN in the inputs of 'fc'
+    """

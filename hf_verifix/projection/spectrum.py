@@ -1,0 +1,96 @@
+"""Eigendecomposition of a layer's Gram matrix, robust to rank-deficient float64 Grams."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import NumericalError
+
+__all__ = ["Spectrum", "decompose", "importance_scaling"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Spectrum:
+    """Eigenpairs of a Gram matrix per group: ``eigenvalues`` (g, d) descending (σ²), ``eigenvectors`` (g, d, d).
+
+    Example:
+        >>> spectrum = decompose(torch.diag(torch.tensor([1.0, 3.0], dtype=torch.float64))[None])
+        >>> spectrum.eigenvalues.tolist()
+        [[3.0, 1.0]]
+        >>> spectrum.normalized().tolist()
+        [[0.75, 0.25]]
+    """
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    method: str = "eigh"
+
+    def normalized(self) -> torch.Tensor:
+        """Return σ̃ᵢ = σᵢ² / Σⱼ σⱼ² per group (round-off negatives clamped to 0).
+
+        Example:
+            >>> Spectrum(torch.tensor([[2.0, 2.0]]), torch.eye(2)[None]).normalized().tolist()
+            [[0.5, 0.5]]
+        """
+        values = self.eigenvalues.clamp(min=0)
+        return values / values.sum(dim=-1, keepdim=True)
+
+
+def importance_scaling(normalized: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Return the paper's importance λᵢ = ασ̃ᵢ / ((α−1)σ̃ᵢ + 1) of each normalised eigenvalue σ̃ᵢ.
+
+    Example:
+        >>> importance_scaling(torch.tensor([0.0, 0.5, 1.0]), alpha=3.0).tolist()
+        [0.0, 0.75, 1.0]
+    """
+    return alpha * normalized / ((alpha - 1.0) * normalized + 1.0)
+
+
+def _decompose_one(gram: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    try:
+        values, vectors = torch.linalg.eigh(gram)
+        return values.flip(-1), vectors.flip(-1), "eigh"
+    except RuntimeError as err:  # torch.linalg.LinAlgError subclasses RuntimeError
+        logger.warning("eigh did not converge on the Gram of %r (%s); falling back to SVD", name, err)
+    try:
+        # G is symmetric positive semi-definite, so its SVD is an eigendecomposition: G = U S Uᵀ.
+        vectors, values, _ = torch.linalg.svd(gram)
+        return values, vectors, "svd"
+    except RuntimeError as err:
+        raise NumericalError(
+            f"neither eigh nor SVD could decompose the {tuple(gram.shape)} Gram of layer {name!r} ({err}); "
+            "exclude the layer with exclude_modules"
+        ) from err
+
+
+def decompose(gram: torch.Tensor, name: str = "layer") -> Spectrum:
+    """Return the eigendecomposition of each group's Gram (``(g, d, d)``), falling back to SVD where eigh fails.
+
+    Args:
+        gram: Symmetric positive semi-definite float64 matrices, shape ``(groups, d, d)``.
+        name: The layer's name, for messages.
+
+    Raises:
+        NumericalError: The Gram holds NaN/Inf, or both eigh and SVD failed.
+
+    Example:
+        >>> rows = torch.randn(50, 4, dtype=torch.float64)
+        >>> spectrum = decompose((rows.T @ rows)[None])
+        >>> torch.allclose(spectrum.eigenvalues.sum(), (rows**2).sum())
+        True
+    """
+    if not torch.isfinite(gram).all():
+        raise NumericalError(f"the Gram matrix of layer {name!r} holds NaN or Inf; check the trusted data")
+    values, vectors, methods = [], [], set()
+    for g in range(gram.shape[0]):
+        v, u, method = _decompose_one(gram[g], name)
+        values.append(v)
+        vectors.append(u)
+        methods.add(method)
+    method = "svd" if "svd" in methods else "eigh"
+    return Spectrum(torch.stack(values), torch.stack(vectors), method)

@@ -1,0 +1,59 @@
+"""The weight update Ŵ = W·Wp with Wp = U diag(λ) Uᵀ (Verifix eq. 4, 8, 9)."""
+
+from __future__ import annotations
+
+import torch
+
+from .spectrum import Spectrum, importance_scaling
+
+__all__ = ["LayerProjection", "projected_weight"]
+
+
+class LayerProjection:
+    """A layer's original weight in the eigenbasis of its trusted Gram, ready to project for any α.
+
+    ``W·U`` is computed once, so each α costs one matrix product: Ŵ = ((W U) diag λ) Uᵀ.
+
+    Example:
+        >>> from hf_verifix.projection.spectrum import decompose
+        >>> weight = torch.randn(3, 4)
+        >>> rows = torch.randn(100, 4, dtype=torch.float64)
+        >>> projection = LayerProjection(weight, decompose((rows.T @ rows)[None]))
+        >>> torch.allclose(projection.weight(alpha=1e12), weight, atol=1e-5)
+        True
+    """
+
+    def __init__(self, weight: torch.Tensor, spectrum: Spectrum) -> None:
+        groups = spectrum.eigenvectors.shape[0]
+        self.shape = weight.shape
+        self.dtype = weight.dtype
+        w = weight.detach().to(torch.float64).reshape(groups, weight.shape[0] // groups, -1)
+        self.spectrum = spectrum
+        self.eigenvectors = spectrum.eigenvectors.to(torch.float64)
+        self.normalized = spectrum.normalized().to(torch.float64)
+        self.weight_in_basis = torch.bmm(w.to(self.eigenvectors.device), self.eigenvectors)
+
+    def weight(self, alpha: float) -> torch.Tensor:
+        """Return the projected weight for ``alpha``, in the layer's shape and dtype.
+
+        Example:
+            >>> from hf_verifix.projection.spectrum import Spectrum
+            >>> LayerProjection(torch.eye(2), Spectrum(torch.tensor([[1.0, 0.0]]), torch.eye(2)[None])).weight(5.0)
+            tensor([[1., 0.],
+                    [0., 0.]])
+        """
+        lam = importance_scaling(self.normalized, alpha)  # (g, d)
+        projected = torch.bmm(self.weight_in_basis * lam[:, None, :], self.eigenvectors.transpose(1, 2))
+        return projected.reshape(self.shape).to(self.dtype)
+
+
+def projected_weight(weight: torch.Tensor, spectrum: Spectrum, alpha: float) -> torch.Tensor:
+    """Return Ŵ = W·U diag(λ(α)) Uᵀ for a Linear ``(out, in)`` or Conv2d ``(out, in/g, kh, kw)`` weight.
+
+    Example:
+        >>> from hf_verifix.projection.spectrum import decompose
+        >>> rows = torch.randn(20, 3, dtype=torch.float64)
+        >>> projected_weight(torch.randn(2, 3), decompose((rows.T @ rows)[None]), alpha=3e4).shape
+        torch.Size([2, 3])
+    """
+    return LayerProjection(weight, spectrum).weight(alpha)

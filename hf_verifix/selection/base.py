@@ -1,0 +1,150 @@
+"""Trusted-sample selection: the result type, the lowest-score rule, and the registry of selectors by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from ..data.source import SampleSource
+from ..errors import ConfigError, DataError
+
+__all__ = [
+    "Selection",
+    "TrustedSelector",
+    "get_selector",
+    "list_selectors",
+    "lowest_scores",
+    "register_selector",
+]
+
+
+@dataclass
+class Selection:
+    """Trusted sample indices (sorted), plus the per-sample scores (lower = more trusted) and labels of all samples.
+
+    Example:
+        >>> s = Selection(torch.tensor([0, 2]), torch.tensor([0.1, 0.9, 0.2]), torch.tensor([1, 0, 1]))
+        >>> s.class_counts(2).tolist()
+        [0, 2]
+    """
+
+    indices: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+
+    def class_counts(self, num_classes: int) -> torch.Tensor:
+        """Return how many trusted samples carry each label.
+
+        Example:
+            >>> Selection(torch.tensor([1]), torch.zeros(2), torch.tensor([0, 1])).class_counts(3).tolist()
+            [0, 1, 0]
+        """
+        return torch.bincount(self.labels[self.indices], minlength=num_classes)
+
+
+@runtime_checkable
+class TrustedSelector(Protocol):
+    """What a selector does: score every sample of ``source`` with ``model`` and pick ``n_trusted`` of them.
+
+    Example:
+        >>> isinstance(get_selector("loss"), TrustedSelector)
+        True
+    """
+
+    def select(
+        self, model: nn.Module, source: SampleSource, n_trusted: int, per_class: bool = False, seed: int = 0,
+        progress: bool = False,
+    ) -> Selection: ...
+
+
+_REGISTRY: dict[str, Callable[..., TrustedSelector]] = {}
+
+
+def register_selector(name: str) -> Callable[[Callable[..., TrustedSelector]], Callable[..., TrustedSelector]]:
+    """Register a selector factory (usually a class) under ``name`` so configs can say ``selector=name``.
+
+    Example:
+        >>> @register_selector("first")
+        ... class FirstSelector:
+        ...     def select(self, model, source, n_trusted, per_class=False, seed=0, progress=False):
+        ...         labels = source.labels
+        ...         return Selection(torch.arange(n_trusted), torch.zeros(len(labels)), labels)
+        >>> "first" in list_selectors()
+        True
+    """
+
+    def decorator(factory: Callable[..., TrustedSelector]) -> Callable[..., TrustedSelector]:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"a selector name must be a non-empty string, got {name!r}")
+        if name in _REGISTRY:
+            raise ConfigError(f"a selector named {name!r} is already registered; choose another name")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_selectors() -> list[str]:
+    """Return the names of the registered selectors, sorted.
+
+    Example:
+        >>> "loss" in list_selectors()
+        True
+    """
+    return sorted(_REGISTRY)
+
+
+def get_selector(selector: str | TrustedSelector, **kwargs: Any) -> TrustedSelector:
+    """Return a selector from its registered name (built with ``kwargs``) or the selector object itself.
+
+    Example:
+        >>> type(get_selector("loss")).__name__
+        'LossSelector'
+    """
+    if isinstance(selector, str):
+        if selector not in _REGISTRY:
+            raise ConfigError(f"unknown selector {selector!r}; registered selectors are {list_selectors()}")
+        return _REGISTRY[selector](**kwargs)
+    if not isinstance(selector, TrustedSelector):
+        raise ConfigError(
+            f"a selector must be a registered name or an object with a select(...) method, got "
+            f"{type(selector).__name__}"
+        )
+    return selector
+
+
+def lowest_scores(
+    scores: torch.Tensor, labels: torch.Tensor, n: int, per_class: bool = False, num_classes: int | None = None
+) -> torch.Tensor:
+    """Return the sorted indices of the ``n`` lowest scores, globally or ``n // K`` per class (ties: lower index).
+
+    With ``per_class``, the remainder ``n % K`` goes to the first classes, so exactly ``n`` are returned.
+
+    Raises:
+        DataError: Fewer than ``n`` samples, or a class with fewer samples than its quota.
+
+    Example:
+        >>> lowest_scores(torch.tensor([0.3, 0.1, 0.2, 0.0]), torch.tensor([0, 0, 1, 1]), 2, per_class=True).tolist()
+        [1, 3]
+    """
+    total = scores.shape[0]
+    if n > total:
+        raise DataError(f"n_trusted={n} is larger than the data ({total} samples); lower n_trusted or add data")
+    if not per_class:
+        return torch.sort(torch.argsort(scores, stable=True)[:n]).values
+    k = num_classes if num_classes is not None else int(labels.max()) + 1
+    picked = []
+    for c in range(k):
+        quota = n // k + (1 if c < n % k else 0)
+        members = torch.nonzero(labels == c).flatten()
+        if members.numel() < quota:
+            raise DataError(
+                f"per_class selection needs {quota} samples of class {c}, but the data has {members.numel()}; "
+                "lower n_trusted or use per_class=False"
+            )
+        picked.append(members[torch.argsort(scores[members], stable=True)[:quota]])
+    return torch.sort(torch.cat(picked)).values

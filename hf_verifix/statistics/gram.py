@@ -1,0 +1,122 @@
+"""Streamed float64 Gram matrices G = Σ a aᵀ of every targeted layer's inputs, collected with forward hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .rows import layer_rows
+
+__all__ = ["LayerGram", "collect_grams", "gram_hooks"]
+
+# Rows are multiplied in chunks of at most this many float64 elements (~128 MiB) to bound peak memory.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass
+class LayerGram:
+    """The Gram matrices of one layer's inputs: ``gram`` has shape ``(groups, d, d)``; ``rows`` counts the rows.
+
+    Example:
+        >>> stats = LayerGram.empty(groups=1, dim=3)
+        >>> stats.add(torch.ones(1, 5, 3, dtype=torch.float64))
+        >>> stats.rows, stats.gram[0, 0, 0].item()
+        (5, 5.0)
+    """
+
+    gram: torch.Tensor
+    rows: int = 0
+
+    @classmethod
+    def empty(cls, groups: int, dim: int) -> LayerGram:
+        """Return zero statistics for a layer with ``groups`` row spaces of dimension ``dim``.
+
+        Example:
+            >>> LayerGram.empty(2, 4).gram.shape
+            torch.Size([2, 4, 4])
+        """
+        return cls(torch.zeros(groups, dim, dim, dtype=torch.float64))
+
+    def add(self, rows: torch.Tensor) -> None:
+        """Accumulate ``rows`` of shape ``(groups, M, d)`` (float64) into the Gram matrices.
+
+        Example:
+            >>> stats = LayerGram.empty(1, 2)
+            >>> stats.add(torch.tensor([[[1.0, 2.0]]], dtype=torch.float64))
+            >>> stats.gram[0].tolist()
+            [[1.0, 2.0], [2.0, 4.0]]
+        """
+        rows = rows.to(self.gram.device)
+        step = max(1, _CHUNK_ELEMENTS // max(1, rows.shape[0] * rows.shape[2]))
+        for start in range(0, rows.shape[1], step):
+            chunk = rows[:, start : start + step]
+            self.gram.baddbmm_(chunk.transpose(1, 2), chunk)
+        self.rows += rows.shape[1]
+
+
+def _layer_dims(layer: nn.Module) -> tuple[int, int]:
+    if isinstance(layer, nn.Conv2d):
+        return layer.groups, layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3]
+    return 1, layer.weight.shape[1]  # type: ignore[index]
+
+
+@contextmanager
+def gram_hooks(layers: dict[str, nn.Module], device: torch.device | None = None) -> Iterator[dict[str, LayerGram]]:
+    """Within the block, every forward of a layer in ``layers`` adds its inputs to that layer's Gram.
+
+    Hooks are removed on exit, errors included.
+
+    Example:
+        >>> layer = nn.Linear(3, 2)
+        >>> with gram_hooks({"fc": layer}) as grams:
+        ...     _ = layer(torch.ones(4, 3))
+        >>> grams["fc"].rows, len(layer._forward_pre_hooks)
+        (4, 0)
+    """
+    grams: dict[str, LayerGram] = {}
+    for name, layer in layers.items():
+        stats = LayerGram.empty(*_layer_dims(layer))
+        if device is not None:
+            stats.gram = stats.gram.to(device)
+        grams[name] = stats
+    handles = []
+    try:
+        for name, layer in layers.items():
+
+            def hook(module: nn.Module, args: tuple, kwargs: dict, _name: str = name) -> None:
+                x = args[0] if args else kwargs.get("input", next(iter(kwargs.values())))
+                grams[_name].add(layer_rows(x, module, _name))
+
+            handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+        yield grams
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def collect_grams(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    inputs: Iterable[torch.Tensor],
+    device: torch.device | None = None,
+) -> dict[str, LayerGram]:
+    """Run ``model`` on every batch of ``inputs`` in eval mode and return each layer's streamed Gram.
+
+    The model's train/eval mode is restored on exit, errors included.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> grams = collect_grams(model, {"0": model[0]}, [torch.randn(5, 3), torch.randn(2, 3)])
+        >>> grams["0"].rows
+        7
+    """
+    from ..models.forward import evaluation_mode
+
+    with evaluation_mode(model), torch.no_grad(), gram_hooks(layers, device) as grams:
+        for batch in inputs:
+            model(batch)
+    return grams
