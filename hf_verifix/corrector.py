@@ -268,21 +268,23 @@ class ProjectionCorrector:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
             raise ConfigError(f"alpha must be a finite number > 0 (e.g. 3e4), got {value!r}")
         start = time.perf_counter()
+        self._project(float(value), self.config.progress)
+        self.timings["update_s"] = time.perf_counter() - start
+        return self.model
+
+    def _project(self, alpha: float, progress: bool) -> None:
         modules = dict(self.model.named_modules())
         with torch.no_grad():
             for name, projection in self.projections.items():
                 weight = modules[name].weight
-                weight.copy_(projection.weight(float(value)).to(weight.device))
+                weight.copy_(projection.weight(alpha).to(weight.device))
         self._restore_buffers()
         if self.config.recalibrate_batchnorm:
             device = model_device(self.model)
             assert self._source is not None and self._trusted is not None
-            batches = (b.inputs.to(device) for b in self._source.batches(self._trusted, "recalibrating BN",
-                                                                           self.config.progress))
-            recalibrate_batchnorm(self.model, batches)
-        self.timings["update_s"] = time.perf_counter() - start
-        self.applied_alpha = float(value)
-        return self.model
+            batches = self._source.batches(self._trusted, "recalibrating BatchNorm", progress)
+            recalibrate_batchnorm(self.model, (b.inputs.to(device) for b in batches))
+        self.applied_alpha = alpha
 
     def _restore_buffers(self) -> None:
         buffers = dict(self.model.named_buffers())
@@ -339,7 +341,7 @@ class ProjectionCorrector:
         baseline = source_accuracy(self.model, source, cfg.progress)
         curve: dict[float, float] = {}
         for alpha in tqdm(grid, desc="searching α", disable=not cfg.progress):
-            self.apply(alpha)
+            self._project(alpha, progress=False)
             curve[alpha] = source_accuracy(self.model, source)
         self.revert()
         best_alpha, best_accuracy = None, baseline
@@ -347,7 +349,7 @@ class ProjectionCorrector:
             if accuracy > best_accuracy:
                 best_alpha, best_accuracy = alpha, accuracy
         if best_alpha is not None:
-            self.apply(best_alpha)
+            self._project(best_alpha, progress=False)
         self.search_result = AlphaSearchResult(best_alpha, best_accuracy, baseline, curve)
         return self.search_result
 

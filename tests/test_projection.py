@@ -1,0 +1,214 @@
+"""The projection's math: parity with an explicit SVD of the materialised representation matrix, and invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from hf_verifix import CorrectionConfig, ProjectionCorrector
+from hf_verifix.projection import LayerProjection, decompose, importance_scaling
+from hf_verifix.statistics.gram import LayerGram, collect_grams
+from hf_verifix.statistics.rows import conv_rows
+
+
+def small_conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, (1, 3), stride=2, padding=(0, 1)),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, groups=2, dilation=2, padding=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 5),
+    )
+
+
+def tiny_vit() -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        image_size=8, patch_size=4, num_channels=3, num_labels=4,
+    )
+    return ViTForImageClassification(config).eval()
+
+
+def materialised_rows(model: nn.Module, inputs: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """Every layer's representation matrix, built explicitly (the reference way) from captured inputs."""
+    captured: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+
+            def hook(mod, args, _name=name):
+                x = args[0].detach().double()
+                if isinstance(mod, nn.Conv2d):
+                    ph, pw = mod.padding
+                    patches = F.unfold(x, mod.kernel_size, mod.dilation, (ph, pw), mod.stride)  # (N, C*k*k, L)
+                    g = mod.groups
+                    per = patches.shape[1] // g
+                    mats = [patches[:, i * per : (i + 1) * per].transpose(1, 2).reshape(-1, per) for i in range(g)]
+                else:
+                    mats = [x.reshape(-1, x.shape[-1])]
+                previous = captured.get(_name)
+                captured[_name] = mats if previous is None else [torch.cat([p, m]) for p, m in zip(previous, mats)]
+
+            handles.append(module.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        for start in range(0, inputs.shape[0], 5):
+            model(inputs[start : start + 5])
+    for h in handles:
+        h.remove()
+    return captured
+
+
+def reference_projection(weight: torch.Tensor, mats: list[torch.Tensor], alpha: float) -> torch.Tensor:
+    """Ŵ = W·U diag(λ) Uᵀ with U, σ from torch.linalg.svd of the materialised representation matrix."""
+    groups = len(mats)
+    w = weight.double().reshape(groups, weight.shape[0] // groups, -1)
+    out = []
+    for g, rows in enumerate(mats):
+        _, sigma, vh = torch.linalg.svd(rows, full_matrices=True)
+        sig2 = torch.zeros(vh.shape[0], dtype=torch.float64)
+        sig2[: sigma.numel()] = sigma**2
+        normalized = sig2 / sig2.sum()
+        lam = alpha * normalized / ((alpha - 1) * normalized + 1)
+        out.append(w[g] @ (vh.T @ torch.diag(lam) @ vh))
+    return torch.stack(out).reshape(weight.shape)
+
+
+@pytest.mark.parametrize("alpha", [1e2, 3e4, 1e6])
+@pytest.mark.parametrize("build, shape", [(small_conv_net, (3, 12, 12)), (tiny_vit, (3, 8, 8))], ids=["conv", "vit"])
+def test_streamed_gram_matches_explicit_svd(build, shape, alpha):
+    model = build()
+    torch.manual_seed(1)
+    inputs = torch.randn(23, *shape)
+    reference_model = build()
+    mats = materialised_rows(reference_model, inputs)
+    corrector = ProjectionCorrector(model, CorrectionConfig(batch_size=4, progress=False))
+    corrector.fit(TensorDataset(inputs, torch.zeros(23, dtype=torch.long)), trusted_indices=torch.arange(23))
+    corrector.apply(alpha)
+    modules = dict(model.named_modules())
+    assert set(corrector.projections) == set(mats)
+    for name, rows in mats.items():
+        expected = reference_projection(dict(reference_model.named_modules())[name].weight.detach(), rows, alpha)
+        got = modules[name].weight.detach().double()
+        assert torch.linalg.norm(got - expected) <= 1e-5 * torch.linalg.norm(expected), name
+
+
+CONV_CASES = {
+    "3x3-pad1": dict(in_channels=4, out_channels=6, kernel_size=3, padding=1),
+    "stride2-pad2": dict(in_channels=4, out_channels=6, kernel_size=5, stride=2, padding=2),
+    "dilation2": dict(in_channels=4, out_channels=6, kernel_size=3, dilation=2, padding=1),
+    "groups2": dict(in_channels=4, out_channels=6, kernel_size=3, groups=2, padding=1),
+    "depthwise": dict(in_channels=4, out_channels=8, kernel_size=3, groups=4, stride=2),
+    "1x7": dict(in_channels=4, out_channels=6, kernel_size=(1, 7), padding=(0, 3)),
+    "7x1": dict(in_channels=4, out_channels=6, kernel_size=(7, 1), padding=(3, 0)),
+    "same-even-1x4-asymmetric": dict(in_channels=4, out_channels=6, kernel_size=(1, 4), padding="same"),
+    "same-even-1x4-dilated": dict(in_channels=4, out_channels=6, kernel_size=(1, 4), dilation=2, padding="same"),
+    "same-odd-3x5": dict(in_channels=4, out_channels=6, kernel_size=(3, 5), padding="same"),
+    "same-dilated": dict(in_channels=4, out_channels=6, kernel_size=3, dilation=3, padding="same"),
+    "valid": dict(in_channels=4, out_channels=6, kernel_size=2, padding="valid"),
+    "asym-stride": dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@pytest.mark.parametrize("kwargs", CONV_CASES.values(), ids=CONV_CASES.keys())
+def test_conv_rows_times_weight_is_the_convolution(kwargs):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(bias=False, **kwargs).double()
+    x = torch.randn(3, 4, 11, 13, dtype=torch.float64)
+    rows = conv_rows(x, conv)  # (g, N*L, d)
+    out = conv(x)  # (N, Cout, H', W')
+    g = conv.groups
+    w = conv.weight.reshape(g, conv.out_channels // g, -1)
+    via_rows = torch.bmm(rows, w.transpose(1, 2))  # (g, N*L, Cout/g)
+    n, cout, h, wd = out.shape
+    expected = out.reshape(n, g, cout // g, h * wd).permute(1, 0, 3, 2).reshape(g, n * h * wd, cout // g)
+    torch.testing.assert_close(via_rows, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_gram_is_independent_of_batching():
+    torch.manual_seed(0)
+    model = small_conv_net().double()  # float64 forward: activations do not depend on the batch's BLAS path
+    x = torch.randn(17, 3, 12, 12, dtype=torch.float64)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    one = collect_grams(model, layers, [x])
+    many = collect_grams(model, layers, [x[:1], x[1:9], x[9:]])
+    for name in layers:
+        assert one[name].rows == many[name].rows
+        torch.testing.assert_close(one[name].gram, many[name].gram, rtol=1e-12, atol=1e-9)
+
+
+def test_gram_chunking_matches_direct_product(monkeypatch):
+    import hf_verifix.statistics.gram as gram_module
+
+    rows = torch.randn(2, 1000, 7, dtype=torch.float64)
+    monkeypatch.setattr(gram_module, "_CHUNK_ELEMENTS", 100)
+    stats = LayerGram.empty(2, 7)
+    stats.add(rows)
+    torch.testing.assert_close(stats.gram, rows.transpose(1, 2) @ rows, rtol=1e-12, atol=1e-9)
+    assert stats.rows == 1000
+
+
+def test_importance_scaling_is_the_papers_formula():
+    normalized = torch.tensor([0.0, 0.01, 0.2, 0.79], dtype=torch.float64)
+    for alpha in (0.5, 1.0, 3e4):
+        expected = torch.tensor([alpha * s / ((alpha - 1) * s + 1) for s in normalized.tolist()], dtype=torch.float64)
+        torch.testing.assert_close(importance_scaling(normalized, alpha), expected)
+    torch.testing.assert_close(importance_scaling(normalized, 1.0), normalized)  # α = 1: λ = σ̃
+
+
+def test_large_alpha_on_full_rank_gram_leaves_weights_unchanged():
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 3)
+    original = layer.weight.detach().clone()
+    x = torch.randn(200, 6)
+    corrector = ProjectionCorrector(layer, progress=False)
+    corrector.fit(TensorDataset(x, torch.zeros(200, dtype=torch.long)), trusted_indices=torch.arange(200))
+    corrector.apply(alpha=1e14)
+    torch.testing.assert_close(layer.weight.detach(), original, rtol=1e-6, atol=1e-6)
+    corrector.apply(alpha=1e2)
+    assert not torch.allclose(layer.weight.detach(), original, atol=1e-3)
+
+
+def test_outputs_in_trusted_span_kept_and_orthogonal_directions_removed():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 5, bias=False)
+    basis = torch.linalg.qr(torch.randn(16, 16)).Q
+    span, orthogonal = basis[:, :4], basis[:, 4:]
+    trusted = torch.randn(300, 4) @ span.T  # rank-4 trusted activations
+    corrector = ProjectionCorrector(layer, progress=False)
+    corrector.fit(TensorDataset(trusted, torch.zeros(300, dtype=torch.long)), trusted_indices=torch.arange(300))
+    in_span = torch.randn(10, 4) @ span.T
+    off_span = torch.randn(10, 12) @ orthogonal.T
+    with torch.no_grad():
+        before = layer(in_span)
+        corrector.apply(alpha=1e9)
+        torch.testing.assert_close(layer(in_span), before, rtol=1e-4, atol=1e-4)
+        assert layer(off_span).abs().max() < 1e-5
+
+
+def test_eigh_failure_falls_back_to_svd_with_same_weights(monkeypatch):
+    torch.manual_seed(0)
+    rows = torch.randn(40, 9, dtype=torch.float64) @ torch.randn(9, 9, dtype=torch.float64)
+    rows[:, -3:] = 0  # rank-deficient
+    gram = (rows.T @ rows)[None]
+    weight = torch.randn(4, 9)
+    reference = LayerProjection(weight, decompose(gram)).weight(3e4)
+
+    def failing_eigh(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing_eigh)
+    spectrum = decompose(gram, "layer")
+    assert spectrum.method == "svd"
+    torch.testing.assert_close(LayerProjection(weight, spectrum).weight(3e4), reference, rtol=1e-5, atol=1e-6)
