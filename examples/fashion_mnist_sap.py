@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
 from hf_verifix.data.fashion_mnist import load_fashion_mnist_arrays
-from hf_verifix.metrics import source_accuracy
 from hf_verifix.data.source import as_source
+from hf_verifix.metrics import source_accuracy
 from hf_verifix.noise import symmetric_noise
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics
@@ -103,8 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
     train_set = TensorDataset(to_inputs(images[fit_idx]), noisy_fit.labels)
     val_set = TensorDataset(to_inputs(images[val_idx]), noisy_val.labels)
     test_set = TensorDataset(to_inputs(torch.from_numpy(test_images)), torch.from_numpy(test_labels).long())
-    print(f"Fashion-MNIST: {len(train_set)} training images with {noisy_fit.rate:.0%} flipped labels, "
-          f"{len(val_set)} noisy validation images, {len(test_set)} clean test images")
+    print(
+        f"Fashion-MNIST: {len(train_set)} training images with {noisy_fit.rate:.0%} flipped labels, "
+        f"{len(val_set)} noisy validation images, {len(test_set)} clean test images"
+    )
 
     model = timm.create_model(args.model, pretrained=False, in_chans=1, num_classes=10)
     train(model, train_set, args)
@@ -139,12 +141,16 @@ def main(argv: list[str] | None = None) -> dict:
         "total_s": time.perf_counter() - started,
     }
     Path(output, "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print("\nα search on the noisy validation set (uncorrected: "
-          f"{result.baseline_accuracy:.2%}): " + ", ".join(f"{a:g}: {v:.2%}" for a, v in result.curve.items()))
+    print(
+        "\nα search on the noisy validation set (uncorrected: "
+        f"{result.baseline_accuracy:.2%}): " + ", ".join(f"{a:g}: {v:.2%}" for a, v in result.curve.items())
+    )
     print(f"trusted set: {corrector.trusted_indices.numel()} samples, {trusted_clean:.1%} truly clean")
     print(f"test accuracy before correction: {before:.2%}")
-    print(f"test accuracy after correction:  {after:.2%}  (α = {result.best_alpha}, "
-          f"{'BN recalibrated' if config.recalibrate_batchnorm else 'projection only'})")
+    print(
+        f"test accuracy after correction:  {after:.2%}  (α = {result.best_alpha}, "
+        f"{'BN recalibrated' if config.recalibrate_batchnorm else 'projection only'})"
+    )
     print(f"corrected model and report written to {output}/ in {summary['total_s']:.0f} s")
     return summary
 

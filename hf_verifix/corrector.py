@@ -71,13 +71,15 @@ def _as_index_tensor(trusted_indices: Any, size: int) -> torch.Tensor:
             raise DataError(f"a boolean trusted mask must have one entry per sample ({size}), got {indices.numel()}")
         indices = torch.nonzero(indices).flatten()
     if indices.is_floating_point() or indices.dim() != 1:
-        raise DataError(f"trusted_indices must be a 1-D sequence of integer indices, got {tuple(indices.shape)} "
-                        f"{indices.dtype}")
+        raise DataError(
+            f"trusted_indices must be a 1-D sequence of integer indices, got {tuple(indices.shape)} {indices.dtype}"
+        )
     if indices.numel() == 0:
         raise DataError("trusted_indices is empty; pass at least one sample index")
     if int(indices.min()) < 0 or int(indices.max()) >= size:
-        raise DataError(f"trusted_indices must lie in [0, {size}), got values from {int(indices.min())} to "
-                        f"{int(indices.max())}")
+        raise DataError(
+            f"trusted_indices must lie in [0, {size}), got values from {int(indices.min())} to {int(indices.max())}"
+        )
     unique = torch.unique(indices)
     if unique.numel() != indices.numel():
         raise DataError(f"trusted_indices holds {indices.numel() - unique.numel()} duplicate(s); pass each index once")
@@ -135,7 +137,9 @@ class ProjectionCorrector:
 
     # ------------------------------------------------------------------ fit
     def fit(
-        self, train_data: Any, trusted_indices: Sequence[int] | torch.Tensor | None = None,
+        self,
+        train_data: Any,
+        trusted_indices: Sequence[int] | torch.Tensor | None = None,
         transform: Transform | None = None,
     ) -> ProjectionCorrector:
         """Select the trusted samples of ``train_data``, collect their activation Grams and decompose them.
@@ -198,8 +202,9 @@ class ProjectionCorrector:
             if reason:
                 self.skipped[name] = reason
                 continue
-            layer = selection.targets[name]
-            self.projections[name] = LayerProjection(layer.weight, decompose(stats.gram, name))
+            weight = selection.targets[name].weight
+            assert isinstance(weight, torch.Tensor)
+            self.projections[name] = LayerProjection(weight, decompose(stats.gram, name))
             self.layer_rows[name] = stats.rows
         self.timings["decomposition_s"] = time.perf_counter() - start
         if not self.projections:
@@ -370,7 +375,10 @@ class ProjectionCorrector:
         summary: dict[str, Any] = {
             "config": self.config.to_dict(),
             "applied_alpha": self.applied_alpha,
-            "trusted": {"count": int(trusted.numel()), "selector": self.config.selector if self.selection else "given"},
+            "trusted": {
+                "count": int(trusted.numel()),
+                "selector": self.config.selector if self.selection is not None else "given (trusted_indices)",
+            },
             "layers": {
                 name: {
                     "rows": self.layer_rows[name],
@@ -436,8 +444,9 @@ def save_model(model: nn.Module, directory: Path) -> None:
         >>> [p.name for p in folder.iterdir()]
         ['model.safetensors']
     """
-    if hasattr(model, "save_pretrained") and hasattr(model, "config"):
-        model.save_pretrained(directory)
+    save_pretrained = getattr(model, "save_pretrained", None)
+    if callable(save_pretrained) and hasattr(model, "config"):
+        save_pretrained(directory)
         return
     if getattr(model, "pretrained_cfg", None) is not None:
         from timm.models import save_for_hf

@@ -29,7 +29,9 @@ class Accuracy(evaluate.Metric):
             description="Fraction of predictions equal to the references.",
             citation="",
             inputs_description="predictions and references: integer class ids of equal length.",
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
         )
 
     def _compute(self, predictions: Any, references: Any) -> dict[str, float]:

@@ -31,7 +31,9 @@ def conv_bn_net(classes: int = 3) -> nn.Module:
 
 def dataset(n: int = 60, classes: int = 3, seed: int = 0) -> TensorDataset:
     generator = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, 1, 8, 8, generator=generator), torch.randint(0, classes, (n,), generator=generator))
+    return TensorDataset(
+        torch.randn(n, 1, 8, 8, generator=generator), torch.randint(0, classes, (n,), generator=generator)
+    )
 
 
 def test_loss_selector_picks_lowest_cross_entropy():
@@ -189,7 +191,10 @@ def test_float64_and_bfloat16_models_keep_their_dtype_with_float64_statistics():
     assert model[0].weight.dtype == torch.float64
     half = nn.Linear(4, 3).to(torch.bfloat16)
     c = ProjectionCorrector(half, progress=False)
-    c.fit(TensorDataset(torch.randn(9, 4, dtype=torch.bfloat16), torch.zeros(9, dtype=torch.long)), trusted_indices=range(9))
+    c.fit(
+        TensorDataset(torch.randn(9, 4, dtype=torch.bfloat16), torch.zeros(9, dtype=torch.long)),
+        trusted_indices=range(9),
+    )
     assert list(c.projections) == [""]  # a bare layer is the model's root module
     assert c.projections[""].eigenvectors.dtype == torch.float64
     c.apply(3e4)

@@ -34,8 +34,14 @@ def tiny_vit() -> nn.Module:
 
     torch.manual_seed(0)
     config = ViTConfig(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        image_size=8, patch_size=4, num_channels=3, num_labels=4,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=8,
+        patch_size=4,
+        num_channels=3,
+        num_labels=4,
     )
     return ViTForImageClassification(config).eval()
 
@@ -58,7 +64,9 @@ def materialised_rows(model: nn.Module, inputs: torch.Tensor) -> dict[str, list[
                 else:
                     mats = [x.reshape(-1, x.shape[-1])]
                 previous = captured.get(_name)
-                captured[_name] = mats if previous is None else [torch.cat([p, m]) for p, m in zip(previous, mats)]
+                captured[_name] = (
+                    mats if previous is None else [torch.cat([p, m]) for p, m in zip(previous, mats, strict=True)]
+                )
 
             handles.append(module.register_forward_pre_hook(hook))
     with torch.no_grad():

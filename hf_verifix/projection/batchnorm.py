@@ -19,9 +19,7 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
         >>> len(batchnorm_layers(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))))
         1
     """
-    return [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> int:
@@ -50,6 +48,6 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> i
             for batch in inputs:
                 model(batch)
         finally:
-            for bn, momentum in zip(layers, momenta):
+            for bn, momentum in zip(layers, momenta, strict=True):
                 bn.momentum = momentum
     return len(layers)

@@ -59,9 +59,10 @@ class LayerGram:
 
 
 def _layer_dims(layer: nn.Module) -> tuple[int, int]:
-    if isinstance(layer, nn.Conv2d):
-        return layer.groups, layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3]
-    return 1, layer.weight.shape[1]  # type: ignore[index]
+    weight = layer.weight
+    assert isinstance(weight, torch.Tensor)
+    groups = layer.groups if isinstance(layer, nn.Conv2d) else 1
+    return groups, int(weight[0].numel())
 
 
 @contextmanager

@@ -23,11 +23,11 @@ def conv_padding(layer: nn.Conv2d) -> tuple[int, int, int, int]:
         if layer.padding == "valid":
             return (0, 0, 0, 0)
         pads: list[int] = []
-        for k, d in zip(reversed(layer.kernel_size), reversed(layer.dilation)):
+        for k, d in zip(reversed(layer.kernel_size), reversed(layer.dilation), strict=True):
             total = d * (k - 1)
             pads += [total // 2, total - total // 2]
         return (pads[0], pads[1], pads[2], pads[3])
-    ph, pw = layer.padding  # type: ignore[misc]
+    ph, pw = layer.padding
     return (pw, pw, ph, ph)
 
 
@@ -40,7 +40,9 @@ def linear_rows(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
         torch.Size([1, 10, 8])
     """
     if x.shape[-1] != layer.in_features:
-        raise DataError(f"Linear expects inputs of size {layer.in_features} in the last dimension, got {tuple(x.shape)}")
+        raise DataError(
+            f"Linear expects inputs of size {layer.in_features} in the last dimension, got {tuple(x.shape)}"
+        )
     return x.reshape(1, -1, layer.in_features)
 
 

@@ -1,0 +1,32 @@
+"""Every public name is documented with an example and appears in the README."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+import hf_verifix
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_all_is_sorted_and_importable():
+    assert list(hf_verifix.__all__) == sorted(hf_verifix.__all__)
+    for name in hf_verifix.__all__:
+        assert hasattr(hf_verifix, name), name
+
+
+@pytest.mark.parametrize("name", hf_verifix.__all__)
+def test_public_name_has_a_docstring_with_an_example(name):
+    doc = inspect.getdoc(getattr(hf_verifix, name)) or ""
+    assert doc.strip(), f"{name} has no docstring"
+    assert "Example" in doc and ">>>" in doc, f"{name}'s docstring has no 'Example:' section with >>> lines"
+
+
+@pytest.mark.parametrize("name", hf_verifix.__all__)
+def test_public_name_is_mentioned_in_the_readme(name):
+    text = README.read_text(encoding="utf-8")
+    assert re.search(rf"\b{re.escape(name)}\b", text), f"{name} is public but the README never mentions it"
