@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
+import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +21,38 @@ __all__ = ["CONFIG_NAME", "CorrectionConfig"]
 CONFIG_NAME = "correction_config.json"
 
 
+# torch.manual_seed accepts seeds up to 2**64 - 1; numpy's generators need non-negative seeds.
+_MAX_SEED = 2**64 - 1
+_MAX_SEED_TEXT = "2**64 - 1"
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _outside_package_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning raised by the caller at the first frame outside hf_verifix.
+
+    So a warning about the user's configuration names the user's line, whether they called ``from_dict``,
+    ``load`` or ``ProjectionCorrector(..., **overrides)``.
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _describe(value: Any) -> str:
+    """``repr`` of a received value with its type, for error messages (``True (bool)``, ``'3e4' (str)``)."""
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} ({type(value).__name__})"
 
 
 @dataclass
@@ -41,7 +74,7 @@ class CorrectionConfig:
         batch_size: Batch size of every pass over data.
         image_column: Image column of a ``datasets.Dataset`` (detected when ``None``).
         label_column: Label column of a ``datasets.Dataset`` (detected when ``None``).
-        seed: Seed of every random choice (ties, class balancing).
+        seed: Seed of the selectors' random choices (e.g. curvature's Rademacher directions, random selection).
         progress: Show tqdm progress bars on long passes.
 
     Example:
@@ -69,28 +102,33 @@ class CorrectionConfig:
 
     def __post_init__(self) -> None:
         self.alpha = _valid_alpha(self.alpha, "alpha")
-        if isinstance(self.alpha_grid, (str, bytes)) or not hasattr(self.alpha_grid, "__iter__"):
-            raise ConfigError(f"alpha_grid must be a sequence of numbers > 0, got {self.alpha_grid!r}")
-        self.alpha_grid = tuple(_valid_alpha(a, "alpha_grid entry") for a in self.alpha_grid)
-        if not self.alpha_grid:
-            raise ConfigError("alpha_grid must hold at least one α, got an empty sequence")
-        for name in ("n_trusted", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        self.alpha_grid = _valid_alpha_grid(self.alpha_grid)
+        self.n_trusted = _valid_int(self.n_trusted, "n_trusted", low=1, example=1000)
+        self.batch_size = _valid_int(self.batch_size, "batch_size", low=1, example=64)
+        self.seed = _valid_int(self.seed, "seed", low=0, high=_MAX_SEED, example=0)
         if not isinstance(self.selector, str) or not self.selector:
-            raise ConfigError(f"selector must be a non-empty selector name such as 'loss', got {self.selector!r}")
+            raise ConfigError(
+                f"selector must be the non-empty name of a registered selector (e.g. 'loss'; see "
+                f"hf_verifix.list_selectors()), got {_describe(self.selector)}"
+            )
         for name in ("per_class", "recalibrate_batchnorm", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("target_modules", "exclude_modules"):
-            setattr(self, name, _valid_patterns(getattr(self, name), name))
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be True or False, got {_describe(value)}; pass a bool")
+        self.target_modules = _valid_patterns(self.target_modules, "target_modules")
+        if self.target_modules == []:
+            raise ConfigError(
+                "target_modules=[] matches no layer, so nothing would be corrected; pass None to target every "
+                "nn.Linear/nn.Conv2d layer, or a list of regular expressions such as ['layer4\\..*', 'fc']"
+            )
+        self.exclude_modules = _valid_patterns(self.exclude_modules, "exclude_modules")
         for name in ("image_column", "label_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(f"{name} must be a column name or None, got {value!r}")
+                raise ConfigError(
+                    f"{name} must be a column name of the dataset (a non-empty str) or None to detect it, "
+                    f"got {_describe(value)}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as a JSON-serialisable dict.
@@ -107,19 +145,25 @@ class CorrectionConfig:
     def from_dict(cls, data: dict[str, Any]) -> CorrectionConfig:
         """Build a configuration from a dict; unknown keys are ignored with a warning.
 
+        Raises:
+            ConfigError: ``data`` is not a dict, or a value is of the wrong type or out of range.
+
         Example:
             >>> CorrectionConfig.from_dict({"alpha": 1e5, "n_trusted": 500}).n_trusted
             500
         """
         if not isinstance(data, dict):
-            raise ConfigError(f"a correction config must be a JSON object (dict), got {type(data).__name__}")
+            raise ConfigError(
+                f"a correction config must be a dict (a JSON object) of field values, got {type(data).__name__}; "
+                "build one with CorrectionConfig(...).to_dict()"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted((k for k in data if k not in known), key=repr)
         if unknown:
             warnings.warn(
                 f"ignoring unknown CorrectionConfig keys {unknown}; known keys are {sorted(known)}",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=_outside_package_stacklevel(),
             )
         kwargs = {k: v for k, v in data.items() if k in known}
         if isinstance(kwargs.get("alpha_grid"), list):
@@ -136,7 +180,7 @@ class CorrectionConfig:
             'correction_config.json'
         """
         target = Path(path)
-        if target.is_dir():
+        if target.is_dir() or target.suffix.lower() != ".json":
             target = target / CONFIG_NAME
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
@@ -147,6 +191,10 @@ class CorrectionConfig:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CorrectionConfig:
         """Read a configuration written by :meth:`save` (a file or the directory holding it).
+
+        Raises:
+            FileNotFoundError: No file at ``path`` (nor ``correction_config.json`` in it).
+            ConfigError: The file is not UTF-8 JSON, or holds an invalid configuration (the message names the file).
 
         Example:
             >>> import tempfile
@@ -162,22 +210,65 @@ class CorrectionConfig:
             raise FileNotFoundError(f"no correction config at {str(source)!r}; write one with CorrectionConfig.save")
         try:
             data = json.loads(source.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{str(source)!r} is not valid JSON ({err}); was it written by CorrectionConfig.save?")
-        return cls.from_dict(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(
+                f"{str(source)!r} is not a valid UTF-8 JSON file ({err}); was it written by CorrectionConfig.save? "
+                "Fix or delete it"
+            ) from err
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"invalid correction config {str(source)!r}: {err}") from err
 
 
 def _valid_alpha(value: Any, name: str) -> float:
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a finite number > 0 (e.g. 3e4), got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if _is_number(value) else math.nan
+    except OverflowError:  # an int or Fraction too large for a float
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0 (e.g. 3e4), got {_describe(value)}")
+    return number
+
+
+def _valid_alpha_grid(value: Any) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes, dict, set, frozenset)) or not hasattr(value, "__iter__"):
+        raise ConfigError(
+            f"alpha_grid must be a list or tuple of finite numbers > 0 (e.g. (1e3, 3e4, 1e6)), got {_describe(value)}"
+        )
+    grid = tuple(_valid_alpha(a, "every alpha_grid entry") for a in value)
+    if not grid:
+        raise ConfigError("alpha_grid must hold at least one alpha, got an empty sequence; pass e.g. (1e3, 3e4, 1e6)")
+    return grid
+
+
+def _valid_int(value: Any, name: str, low: int, example: int, high: int | None = None) -> int:
+    upper = _MAX_SEED_TEXT if high == _MAX_SEED else str(high)
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {upper}]"
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {_describe(value)}")
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {number}")
+    return number
 
 
 def _valid_patterns(value: Any, name: str) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return [value]
+        value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
-        raise ConfigError(f"{name} must be a list of regular expressions or None, got {value!r}")
+        raise ConfigError(
+            f"{name} must be a list of regular expressions over layer names (e.g. ['fc', 'layer4\\..*']) or None, "
+            f"got {_describe(value)}"
+        )
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(
+                f"{name} entry {pattern!r} is not a valid regular expression ({err}); escape special characters "
+                "with re.escape or fix the pattern"
+            ) from err
     return list(value)

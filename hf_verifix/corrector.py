@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import CorrectionConfig
+from .config import CorrectionConfig, _valid_alpha
 from .data.images import Transform
 from .data.source import SampleSource, as_source
 from .errors import ConfigError, DataError, VerifixError
@@ -65,7 +65,20 @@ class AlphaSearchResult:
 
 
 def _as_index_tensor(trusted_indices: Any, size: int) -> torch.Tensor:
-    indices = torch.as_tensor(trusted_indices)
+    if isinstance(trusted_indices, (str, bytes)):
+        raise DataError(
+            f"trusted_indices must be integer indices or a boolean mask, got {type(trusted_indices).__name__} "
+            f"{trusted_indices!r}; pass e.g. [0, 5, 9] or a tensor of indices"
+        )
+    try:
+        indices = torch.as_tensor(list(trusted_indices) if isinstance(trusted_indices, range) else trusted_indices)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise DataError(
+            f"trusted_indices must be integer indices or a boolean mask, got {type(trusted_indices).__name__} "
+            f"({err}); pass e.g. [0, 5, 9] or a tensor of indices"
+        ) from err
+    if indices.numel() == 0:
+        raise DataError("trusted_indices is empty; pass at least one sample index")
     if indices.dtype == torch.bool:
         if indices.numel() != size:
             raise DataError(f"a boolean trusted mask must have one entry per sample ({size}), got {indices.numel()}")
@@ -74,8 +87,6 @@ def _as_index_tensor(trusted_indices: Any, size: int) -> torch.Tensor:
         raise DataError(
             f"trusted_indices must be a 1-D sequence of integer indices, got {tuple(indices.shape)} {indices.dtype}"
         )
-    if indices.numel() == 0:
-        raise DataError("trusted_indices is empty; pass at least one sample index")
     if int(indices.min()) < 0 or int(indices.max()) >= size:
         raise DataError(
             f"trusted_indices must lie in [0, {size}), got values from {int(indices.min())} to {int(indices.max())}"
@@ -117,9 +128,12 @@ class ProjectionCorrector:
             raise ConfigError(f"config must be a CorrectionConfig, got {type(config).__name__}")
         if overrides:
             config = CorrectionConfig.from_dict({**config.to_dict(), **overrides})
-        if any(p.is_meta for p in model.parameters()):
+        on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if on_meta:
             raise VerifixError(
-                "the model has parameters on the meta device (no data); load real weights before correcting"
+                f"the model has {len(on_meta)} tensor(s) on the meta device (no data), e.g. {on_meta[:3]}; "
+                "materialise them first (model.to_empty(device='cpu') then load_state_dict, or load the model "
+                "without device_map='meta')"
             )
         self.model = model
         self.config = config
@@ -163,6 +177,7 @@ class ProjectionCorrector:
             [0, 3]
         """
         self.revert()
+        self._forget_fit()
         cfg = self.config
         source = as_source(train_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
         selection = find_target_layers(self.model, cfg.target_modules, cfg.exclude_modules)
@@ -225,6 +240,16 @@ class ProjectionCorrector:
         self._trusted = trusted
         return self
 
+    def _forget_fit(self) -> None:
+        self.selection = None
+        self.projections = {}
+        self.layer_rows = {}
+        self.search_result = None
+        self._source = None
+        self._trusted = None
+        self._original_weights = {}
+        self._original_buffers = {}
+
     def _is_batchnorm_buffer(self, buffer_name: str) -> bool:
         owner = buffer_name.rsplit(".", 1)[0] if "." in buffer_name else ""
         return owner in self._batchnorm_names()
@@ -251,7 +276,10 @@ class ProjectionCorrector:
 
     def _require_fit(self) -> None:
         if not self.projections:
-            raise VerifixError("call fit(train_data) before apply/search_alpha/report")
+            raise VerifixError(
+                "this ProjectionCorrector has no statistics yet (fit was not called, or the last fit failed); "
+                "call corrector.fit(train_data) before apply, search_alpha, report or save_pretrained"
+            )
 
     # ------------------------------------------------------------------ apply / revert
     def apply(self, alpha: float | None = None) -> nn.Module:
@@ -269,11 +297,9 @@ class ProjectionCorrector:
             True
         """
         self._require_fit()
-        value = self.config.alpha if alpha is None else alpha
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-            raise ConfigError(f"alpha must be a finite number > 0 (e.g. 3e4), got {value!r}")
+        value = self.config.alpha if alpha is None else _valid_alpha(alpha, "alpha")
         start = time.perf_counter()
-        self._project(float(value), self.config.progress)
+        self._project(value, self.config.progress)
         self.timings["update_s"] = time.perf_counter() - start
         return self.model
 
@@ -339,7 +365,7 @@ class ProjectionCorrector:
             [100.0, 10000.0]
         """
         self._require_fit()
-        grid = CorrectionConfig(alpha_grid=tuple(alphas)).alpha_grid if alphas is not None else self.config.alpha_grid
+        grid = self.config.alpha_grid if alphas is None else _alpha_candidates(alphas)
         cfg = self.config
         source = as_source(eval_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
         self.revert()
@@ -432,6 +458,15 @@ class ProjectionCorrector:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+def _alpha_candidates(alphas: Any) -> tuple[float, ...]:
+    if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__iter__"):
+        raise ConfigError(f"alphas must be a list of numbers > 0 such as [1e3, 3e4, 1e6], got {alphas!r}")
+    candidates = tuple(_valid_alpha(a, "every entry of alphas") for a in alphas)
+    if not candidates:
+        raise ConfigError("alphas is empty; pass at least one α such as [1e3, 3e4, 1e6], or None for config.alpha_grid")
+    return candidates
 
 
 def save_model(model: nn.Module, directory: Path) -> None:

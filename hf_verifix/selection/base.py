@@ -137,14 +137,23 @@ def lowest_scores(
     if not per_class:
         return torch.sort(torch.argsort(scores, stable=True)[:n]).values
     k = num_classes if num_classes is not None else int(labels.max()) + 1
+    counts = torch.bincount(labels[(labels >= 0) & (labels < k)], minlength=k)
+    quotas = torch.tensor([n // k + (1 if c < n % k else 0) for c in range(k)])
+    short = torch.nonzero(counts < quotas).flatten()
+    if short.numel():
+        # The largest feasible n: every class gets its minimum count m, plus one for each leading class with more.
+        m = int(counts.min())
+        leading = int((counts > m).long().cumprod(0).sum())
+        shown = ", ".join(f"class {c}: {int(counts[c])} < {int(quotas[c])}" for c in short[:5].tolist())
+        more = f", ... ({short.numel() - 5} more)" if short.numel() > 5 else ""
+        need = f"{n // k}" if n % k == 0 else f"{n // k} (the first {n % k} classes: {n // k + 1})"
+        raise DataError(
+            f"per_class selection of n_trusted={n} over {k} classes needs {need} samples of each class, but "
+            f"{short.numel()} class(es) have fewer ({shown}{more}); with per_class=True, n_trusted can be at most "
+            f"{k * m + leading} here: lower n_trusted or use per_class=False"
+        )
     picked = []
     for c in range(k):
-        quota = n // k + (1 if c < n % k else 0)
         members = torch.nonzero(labels == c).flatten()
-        if members.numel() < quota:
-            raise DataError(
-                f"per_class selection needs {quota} samples of class {c}, but the data has {members.numel()}; "
-                "lower n_trusted or use per_class=False"
-            )
-        picked.append(members[torch.argsort(scores[members], stable=True)[:quota]])
+        picked.append(members[torch.argsort(scores[members], stable=True)[: int(quotas[c])]])
     return torch.sort(torch.cat(picked)).values

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..data.source import SampleSource
 from ..errors import DataError, NumericalError
-from ..models.forward import evaluation_mode, logits_of, model_device
+from ..models.forward import evaluation_mode, logits_of, model_device, model_input_channels
 from .base import Selection, lowest_scores, register_selector
 
 __all__ = ["LossSelector", "per_sample_losses"]
@@ -32,23 +32,68 @@ def per_sample_losses(
     num_classes = 0
     with evaluation_mode(model), torch.no_grad():
         for batch in source.batches(desc="scoring (loss)", progress=progress):
-            logits = logits_of(model(batch.inputs.to(device))).float()
+            logits = logits_of(_forward(model, batch.inputs.to(device), batch.indices)).float()
+            if logits.dim() != 2 or logits.shape[0] != batch.labels.shape[0]:
+                raise DataError(
+                    f"the model returned logits of shape {tuple(logits.shape)} for a batch of "
+                    f"{batch.labels.shape[0]} samples with inputs of shape {tuple(batch.inputs.shape)}; expected "
+                    f"({batch.labels.shape[0]}, num_classes). Pass batched inputs the model accepts and a classifier "
+                    "that returns one row of logits per sample"
+                )
             num_classes = logits.shape[-1]
             bad = (batch.labels < 0) | (batch.labels >= num_classes)
             if bad.any():
                 raise DataError(
                     f"labels must be in [0, {num_classes}) for a model with {num_classes} outputs, got "
-                    f"{batch.labels[bad][:5].tolist()} (samples {batch.indices[bad][:5].tolist()})"
+                    f"{batch.labels[bad][:5].tolist()} (samples {batch.indices[bad][:5].tolist()}); remap the "
+                    f"labels to 0..{num_classes - 1} or correct a model with one output per class"
                 )
             loss = F.cross_entropy(logits, batch.labels.to(logits.device), reduction="none")
-            if not torch.isfinite(loss).all():
-                raise NumericalError(
-                    f"non-finite loss for samples {batch.indices[~torch.isfinite(loss.cpu())][:5].tolist()}; "
-                    "check the inputs for NaN/Inf"
-                )
+            finite = torch.isfinite(loss).cpu()
+            if not finite.all():
+                raise NumericalError(_non_finite_message(batch.inputs, logits.cpu(), batch.indices, finite))
             losses[batch.indices] = loss.double().cpu()
             labels[batch.indices] = batch.labels
     return losses, labels, num_classes
+
+
+def _forward(model: nn.Module, inputs: torch.Tensor, indices: torch.Tensor) -> object:
+    """Run ``model``; an unbatched image batch (not 4-D) reaching a Conv2d becomes a DataError with the shape."""
+    try:
+        return model(inputs)
+    except RuntimeError as err:
+        if isinstance(err, torch.cuda.OutOfMemoryError) or inputs.dim() == 4 or model_input_channels(model) is None:
+            raise
+        raise DataError(
+            f"the model failed on a batch of inputs of shape {tuple(inputs.shape)} (first samples "
+            f"{indices[:5].tolist()}): {err}. "
+            "A model with Conv2d layers expects batched images of shape (batch, channels, height, width); add the "
+            "missing dimension (e.g. x.unsqueeze(1) for single-channel images) or fix the transform"
+        ) from err
+
+
+def _non_finite_message(
+    inputs: torch.Tensor, logits: torch.Tensor, indices: torch.Tensor, finite: torch.Tensor
+) -> str:
+    bad = ~finite
+    samples = indices[bad][:5].tolist()
+    if inputs.is_floating_point() or inputs.is_complex():
+        bad_inputs = ~torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(dim=1).cpu()
+        if bad_inputs.any():
+            kinds = [k for k, f in (("NaN", torch.isnan), ("Inf", torch.isinf)) if bool(f(inputs).any())]
+            return (
+                f"the inputs of samples {indices[bad_inputs][:5].tolist()} contain {'/'.join(kinds)}, so their loss "
+                "is not finite; clean or drop those samples (or fix the transform) before correcting"
+            )
+    if not torch.isfinite(logits).all():
+        return (
+            f"the model's logits are NaN/Inf for samples {samples} although their inputs are finite; check the "
+            "model's weights and numerics (e.g. float16 overflow) before correcting"
+        )
+    return (
+        f"the cross-entropy is not finite for samples {samples} although inputs and logits are finite (logits too "
+        "extreme); run the model in float32 or check its outputs before correcting"
+    )
 
 
 @register_selector("loss")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..errors import LayerError
+from ..errors import ConfigError, LayerError
 
 __all__ = ["LayerSelection", "find_target_layers"]
 
@@ -59,6 +59,33 @@ def _matches(name: str, patterns: list[str] | None) -> bool:
     return bool(patterns) and any(re.fullmatch(p, name) for p in patterns or ())
 
 
+def _patterns(value: list[str] | str | None, name: str) -> list[str] | None:
+    """Validate ``target_modules``/``exclude_modules`` (a lone string is one pattern, not a list of characters)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+        raise ConfigError(
+            f"{name} must be a list of regular expressions over layer names (e.g. ['fc']) or None, got "
+            f"{value!r} ({type(value).__name__})"
+        )
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(
+                f"{name} entry {pattern!r} is not a valid regular expression ({err}); escape special characters "
+                "with re.escape or fix the pattern"
+            ) from err
+    return list(value)
+
+
+def _listing(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
 def _skipped_by_parent(model: nn.Module) -> dict[str, str]:
     """Layers whose parent computes with their weight directly instead of calling them."""
     skipped: dict[str, str] = {}
@@ -87,8 +114,8 @@ def _shared_weights(model: nn.Module) -> dict[str, str]:
 
 def find_target_layers(
     model: nn.Module,
-    target_modules: list[str] | None = None,
-    exclude_modules: list[str] | None = None,
+    target_modules: list[str] | str | None = None,
+    exclude_modules: list[str] | str | None = None,
 ) -> LayerSelection:
     """Return the ``nn.Linear`` / ``nn.Conv2d`` layers of ``model`` to correct, and the skipped ones with reasons.
 
@@ -105,6 +132,7 @@ def find_target_layers(
 
     Raises:
         LayerError: No layer can be corrected, or ``target_modules`` matches no layer.
+        ConfigError: A pattern is not a string or not a valid regular expression.
 
     Example:
         >>> from torch import nn
@@ -112,18 +140,22 @@ def find_target_layers(
         >>> list(find_target_layers(model, exclude_modules=["2"]).targets)
         ['0']
     """
+    target_modules = _patterns(target_modules, "target_modules")
+    exclude_modules = _patterns(exclude_modules, "exclude_modules")
     parent_skips = _skipped_by_parent(model)
     shared = _shared_weights(model)
     selection = LayerSelection()
-    seen_any = False
+    candidates: list[str] = []
+    matched: list[str] = []
     for name, module in model.named_modules():
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
             if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
                 selection.skipped[name] = "transformers Conv1D stores its weight as (in, out); not supported"
             continue
-        seen_any = True
+        candidates.append(name)
         if target_modules is not None and not _matches(name, target_modules):
             continue
+        matched.append(name)
         if _matches(name, exclude_modules):
             selection.skipped[name] = "excluded by exclude_modules"
             continue
@@ -133,14 +165,22 @@ def find_target_layers(
         else:
             selection.targets[name] = module
     if not selection.targets:
-        if not seen_any:
+        if not candidates:
+            kinds = sorted({type(m).__name__ for m in model.modules()})
             raise LayerError(
-                f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer to correct; SAP projects the weights "
-                "of Linear and Conv2d layers, so pass a model built of them"
+                f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer to correct (its modules are of type "
+                f"{kinds}); SAP projects the weights of Linear and Conv2d layers, so pass a classifier that has them"
             )
-        detail = "; ".join(f"{n}: {r}" for n, r in selection.skipped.items()) or "none matched target_modules"
+        if not matched:
+            raise LayerError(
+                f"target_modules={target_modules!r} matches none of the {len(candidates)} Linear/Conv2d layers of "
+                f"{type(model).__name__} ({_listing(candidates)}); patterns must match a whole qualified name "
+                "(re.fullmatch), e.g. 'fc' or 'layer4\\..*'. Fix the patterns or pass target_modules=None"
+            )
+        detail = "; ".join(f"{n!r}: {selection.skipped[n]}" for n in matched if n in selection.skipped)
         raise LayerError(
             f"no targetable layer left in {type(model).__name__} (target_modules={target_modules!r}, "
-            f"exclude_modules={exclude_modules!r}): {detail}. Loosen the patterns or pass another model."
+            f"exclude_modules={exclude_modules!r}): every matching layer is skipped ({detail}). Loosen "
+            "exclude_modules/target_modules or pass another model."
         )
     return selection
