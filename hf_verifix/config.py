@@ -64,7 +64,10 @@ class CorrectionConfig:
             the trusted activation space; α → ∞ leaves weights on a full-rank space unchanged.
         alpha_grid: Candidates tried by :meth:`ProjectionCorrector.search_alpha` when it is given none.
         n_trusted: Number of trusted samples (the papers use 1000).
-        selector: Name of the trusted-sample selector (``"loss"``: lowest cross-entropy under the given labels).
+        selector: Name of the trusted-sample selector (``"loss"``: lowest cross-entropy under the given labels;
+            ``hf_verifix.list_selectors()`` names all). To use a selector object, pass it to ``fit(selector=...)``.
+        selector_kwargs: Keyword arguments for the named selector, JSON-serialisable (e.g. ``{"n": 10, "h": 1e-3}``
+            for ``"curvature"``).
         per_class: Pick ``n_trusted // num_classes`` samples in each (noisy) class instead of globally.
         target_modules: Only correct layers whose qualified name matches one of these regular expressions
             (``re.fullmatch``); ``None`` targets every ``nn.Linear`` and ``nn.Conv2d``.
@@ -90,6 +93,9 @@ class CorrectionConfig:
     )
     n_trusted: int = field(default=1000, metadata={"help": "Number of trusted samples."})
     selector: str = field(default="loss", metadata={"help": "Trusted-sample selector name."})
+    selector_kwargs: dict[str, Any] | None = field(
+        default=None, metadata={"help": "Keyword arguments of the named selector (JSON-serialisable)."}
+    )
     per_class: bool = field(default=False, metadata={"help": "Balance the trusted set across classes."})
     target_modules: list[str] | None = field(default=None, metadata={"help": "Regexes of layers to correct."})
     exclude_modules: list[str] | None = field(default=None, metadata={"help": "Regexes of layers to leave alone."})
@@ -111,6 +117,7 @@ class CorrectionConfig:
                 f"selector must be the non-empty name of a registered selector (e.g. 'loss'; see "
                 f"hf_verifix.list_selectors()), got {_describe(self.selector)}"
             )
+        self.selector_kwargs = _valid_selector_kwargs(self.selector_kwargs)
         for name in ("per_class", "recalibrate_batchnorm", "progress"):
             value = getattr(self, name)
             if not isinstance(value, bool):
@@ -229,6 +236,24 @@ def _valid_alpha(value: Any, name: str) -> float:
     if not math.isfinite(number) or number <= 0:
         raise ConfigError(f"{name} must be a finite number > 0 (e.g. 3e4), got {_describe(value)}")
     return number
+
+
+def _valid_selector_kwargs(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(
+            f"selector_kwargs must be a dict of keyword arguments with str keys (e.g. {{'n': 10}}) or None, "
+            f"got {_describe(value)}"
+        )
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"selector_kwargs must be JSON-serialisable so the config can be saved ({err}); pass plain numbers, "
+            "strings and lists, or give a selector object to fit(selector=...)"
+        ) from err
+    return dict(value)
 
 
 def _valid_alpha_grid(value: Any) -> tuple[float, ...]:

@@ -26,7 +26,7 @@ from .models.forward import model_device
 from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .projection.spectrum import decompose
 from .projection.update import LayerProjection
-from .selection.base import Selection, get_selector
+from .selection.base import Selection, TrustedSelector, get_selector
 from .statistics.gram import collect_grams
 from .statistics.layers import find_target_layers
 
@@ -148,6 +148,7 @@ class ProjectionCorrector:
         self._trusted: torch.Tensor | None = None
         self._original_weights: dict[str, torch.Tensor] = {}
         self._original_buffers: dict[str, torch.Tensor] = {}
+        self._selector_name = config.selector
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -155,6 +156,7 @@ class ProjectionCorrector:
         train_data: Any,
         trusted_indices: Sequence[int] | torch.Tensor | None = None,
         transform: Transform | None = None,
+        selector: str | TrustedSelector | None = None,
     ) -> ProjectionCorrector:
         """Select the trusted samples of ``train_data``, collect their activation Grams and decompose them.
 
@@ -163,6 +165,8 @@ class ProjectionCorrector:
                 or a ``DataLoader`` built with ``shuffle=False``, labelled as the model was trained (noisy).
             trusted_indices: Skip selection: exactly these samples (indices or a boolean mask) are the trusted set.
             transform: Preprocessing of a ``datasets.Dataset``'s images (default: the model's own).
+            selector: A selector object or registered name overriding ``config.selector`` (a name is built with
+                ``config.selector_kwargs``).
 
         Returns:
             ``self``, for chaining.
@@ -190,9 +194,11 @@ class ProjectionCorrector:
                     f"n_trusted={cfg.n_trusted} is larger than the data ({len(source)} samples); "
                     "lower n_trusted or pass more data"
                 )
-            selector = get_selector(cfg.selector)
-            self.selection = selector.select(self.model, source, cfg.n_trusted, cfg.per_class, cfg.seed, cfg.progress)
+            chosen = cfg.selector if selector is None else selector
+            kwargs = (cfg.selector_kwargs or {}) if isinstance(chosen, str) else {}
+            self.selection = get_selector(chosen, **kwargs).select(self.model, source, cfg.n_trusted, cfg.per_class, cfg.seed, cfg.progress)
             trusted = self.selection.indices
+            self._selector_name = chosen if isinstance(chosen, str) else type(chosen).__name__
         else:
             trusted = _as_index_tensor(trusted_indices, len(source))
             self.selection = None
@@ -403,7 +409,7 @@ class ProjectionCorrector:
             "applied_alpha": self.applied_alpha,
             "trusted": {
                 "count": int(trusted.numel()),
-                "selector": self.config.selector if self.selection is not None else "given (trusted_indices)",
+                "selector": self._selector_name if self.selection is not None else "given (trusted_indices)",
             },
             "layers": {
                 name: {

@@ -199,3 +199,23 @@ def test_float64_and_bfloat16_models_keep_their_dtype_with_float64_statistics():
     assert c.projections[""].eigenvectors.dtype == torch.float64
     c.apply(3e4)
     assert half.weight.dtype == torch.bfloat16
+
+
+def test_selector_by_name_with_kwargs_and_by_object():
+    from hf_verifix.data.source import SampleSource
+    from hf_verifix.selection import CurvatureSelector, ExpertSelector
+
+    data = dataset()
+    by_kwargs = ProjectionCorrector(
+        conv_bn_net(), n_trusted=3, selector="expert", selector_kwargs={"indices": [5, 9, 2]}, progress=False
+    ).fit(data)
+    assert by_kwargs.trusted_indices.tolist() == [2, 5, 9]
+    assert by_kwargs.report()["trusted"]["selector"] == "expert"
+    by_object = ProjectionCorrector(conv_bn_net(), n_trusted=3, progress=False)
+    by_object.fit(data, selector=ExpertSelector([9, 2, 5]))
+    assert by_object.trusted_indices.tolist() == [2, 5, 9]
+    assert by_object.report()["trusted"]["selector"] == "ExpertSelector"
+    model = conv_bn_net()
+    curv = ProjectionCorrector(model, n_trusted=6, selector="curvature", selector_kwargs={"n": 2}, progress=False)
+    expected = CurvatureSelector(n=2).select(conv_bn_net(), SampleSource(data), 6).indices
+    assert curv.fit(data).trusted_indices.tolist() == expected.tolist()

@@ -1,15 +1,24 @@
-"""Trusted-sample selectors, registered by name."""
+"""Trusted-sample selectors, registered by name: ``loss``, ``curvature``, ``bmm``, ``coreset``, ``expert``,
+``confident`` and ``random``."""
 
 from .base import Selection, TrustedSelector, get_selector, list_selectors, lowest_scores, register_selector
+from .confident import ConfidentSelector
+from .curvature import CurvatureSelector, per_sample_curvature
 from .loss import LossSelector, per_sample_losses
+from .simple import ExpertSelector, RandomSelector
 
 __all__ = [
+    "ConfidentSelector",
+    "CurvatureSelector",
+    "ExpertSelector",
     "LossSelector",
+    "RandomSelector",
     "Selection",
     "TrustedSelector",
     "get_selector",
     "list_selectors",
     "lowest_scores",
+    "per_sample_curvature",
     "per_sample_losses",
     "register_selector",
 ]
