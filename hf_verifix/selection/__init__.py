@@ -2,13 +2,17 @@
 ``confident`` and ``random``."""
 
 from .base import Selection, TrustedSelector, get_selector, list_selectors, lowest_scores, register_selector
+from .bmm import BMMSelector
 from .confident import ConfidentSelector
+from .coreset import CoresetSelector
 from .curvature import CurvatureSelector, per_sample_curvature
 from .loss import LossSelector, per_sample_losses
 from .simple import ExpertSelector, RandomSelector
 
 __all__ = [
+    "BMMSelector",
     "ConfidentSelector",
+    "CoresetSelector",
     "CurvatureSelector",
     "ExpertSelector",
     "LossSelector",
