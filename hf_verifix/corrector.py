@@ -26,7 +26,7 @@ from .models.forward import model_device
 from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .projection.spectrum import decompose
 from .projection.update import LayerProjection
-from .selection.base import Selection, TrustedSelector, get_selector
+from .selection.base import Selection, TrustedSelector, get_selector, trusted_set_quality
 from .statistics.gram import collect_grams
 from .statistics.layers import find_target_layers
 
@@ -264,6 +264,15 @@ class ProjectionCorrector:
         layers = set(map(id, batchnorm_layers(self.model)))
         return {n for n, m in self.model.named_modules() if id(m) in layers}
 
+    def _trusted_labels(self) -> torch.Tensor:
+        """The given labels of the trusted samples, in index order (read from the data if nothing scored them)."""
+        trusted = self.trusted_indices
+        known = self.selection.labels if self.selection is not None else getattr(self._source, "labels", None)
+        if known is not None:
+            return known[trusted]
+        assert self._source is not None
+        return torch.cat([batch.labels for batch in self._source.batches(trusted)])
+
     @property
     def trusted_indices(self) -> torch.Tensor:
         """The sorted indices of the trusted samples used by the last ``fit``.
@@ -391,8 +400,12 @@ class ProjectionCorrector:
         return self.search_result
 
     # ------------------------------------------------------------------ report / save
-    def report(self) -> dict[str, Any]:
+    def report(self, clean_labels: Sequence[int] | torch.Tensor | None = None) -> dict[str, Any]:
         """Return a JSON-serialisable summary: config, trusted set, layers corrected/skipped, α search, timings.
+
+        Args:
+            clean_labels: The true labels of the fitted data, when known (noise injected for an experiment): the
+                trusted set's precision (fraction truly clean) and class coverage are added.
 
         Example:
             >>> import torch
@@ -423,9 +436,16 @@ class ProjectionCorrector:
             "skipped_layers": dict(self.skipped),
             "timings_s": dict(self.timings),
         }
-        if self.selection is not None:
-            labels = self.selection.labels
-            summary["trusted"]["class_counts"] = torch.bincount(labels[trusted]).tolist()
+        given = self._trusted_labels()
+        summary["trusted"]["class_counts"] = torch.bincount(given).tolist()
+        if clean_labels is not None:
+            clean = torch.as_tensor(clean_labels).long().reshape(-1)
+            if clean.numel() != len(self._source or ()):
+                raise DataError(
+                    f"clean_labels must hold one label per fitted sample ({len(self._source or ())}), got "
+                    f"{clean.numel()}; pass the true labels of the data given to fit"
+                )
+            summary["trusted"].update(trusted_set_quality(given, clean[trusted]))
         if self.search_result is not None:
             result = asdict(self.search_result)
             result["curve"] = {str(a): acc for a, acc in self.search_result.curve.items()}

@@ -219,3 +219,16 @@ def test_selector_by_name_with_kwargs_and_by_object():
     curv = ProjectionCorrector(model, n_trusted=6, selector="curvature", selector_kwargs={"n": 2}, progress=False)
     expected = CurvatureSelector(n=2).select(conv_bn_net(), SampleSource(data), 6).indices
     assert curv.fit(data).trusted_indices.tolist() == expected.tolist()
+
+
+def test_report_gives_trusted_set_precision_and_coverage_with_clean_labels():
+    data = dataset(30)
+    clean = data.tensors[1].clone()
+    clean[[0, 1]] = (clean[[0, 1]] + 1) % 3  # samples 0 and 1 carry wrong labels
+    corrector = ProjectionCorrector(conv_bn_net(), progress=False).fit(data, trusted_indices=[0, 1, 2, 3])
+    trusted = corrector.report(clean_labels=clean)["trusted"]
+    assert trusted["precision"] == 0.5
+    assert trusted["clean_class_counts"] == torch.bincount(clean[:4], minlength=3).tolist()
+    assert trusted["class_coverage"] == (torch.bincount(clean[:4], minlength=3) > 0).float().mean().item()
+    with pytest.raises(ValueError, match="one label per fitted sample"):
+        corrector.report(clean_labels=clean[:5])

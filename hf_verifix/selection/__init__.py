@@ -1,7 +1,7 @@
 """Trusted-sample selectors, registered by name: ``loss``, ``curvature``, ``bmm``, ``coreset``, ``expert``,
 ``confident`` and ``random``."""
 
-from .base import Selection, TrustedSelector, get_selector, list_selectors, lowest_scores, register_selector
+from .base import Selection, TrustedSelector, get_selector, list_selectors, lowest_scores, register_selector, trusted_set_quality
 from .bmm import BMMSelector
 from .confident import ConfidentSelector
 from .coreset import CoresetSelector
@@ -25,4 +25,5 @@ __all__ = [
     "per_sample_curvature",
     "per_sample_losses",
     "register_selector",
+    "trusted_set_quality",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "list_selectors",
     "lowest_scores",
     "register_selector",
+    "trusted_set_quality",
 ]
 
 
@@ -157,3 +158,30 @@ def lowest_scores(
         members = torch.nonzero(labels == c).flatten()
         picked.append(members[torch.argsort(scores[members], stable=True)[: int(quotas[c])]])
     return torch.sort(torch.cat(picked)).values
+
+
+def trusted_set_quality(
+    given_labels: torch.Tensor, clean_labels: torch.Tensor, num_classes: int | None = None
+) -> dict[str, Any]:
+    """Return how clean a trusted set is, from its given (noisy) and true labels (known when noise was injected).
+
+    ``precision`` is the fraction of trusted samples whose given label is the clean one; ``class_coverage`` the
+    fraction of (clean) classes with at least one trusted sample.
+
+    Example:
+        >>> quality = trusted_set_quality(torch.tensor([0, 1]), torch.tensor([0, 0]), num_classes=2)
+        >>> quality["precision"], quality["class_coverage"]
+        (0.5, 0.5)
+    """
+    if given_labels.shape != clean_labels.shape:
+        raise DataError(
+            f"given and clean labels of the trusted set must have the same shape, got {tuple(given_labels.shape)} "
+            f"and {tuple(clean_labels.shape)}"
+        )
+    k = num_classes if num_classes is not None else int(max(int(given_labels.max()), int(clean_labels.max()))) + 1
+    counts = torch.bincount(clean_labels, minlength=k)
+    return {
+        "precision": float((given_labels == clean_labels).float().mean()),
+        "class_coverage": float((counts > 0).float().mean()),
+        "clean_class_counts": counts.tolist(),
+    }
