@@ -213,8 +213,9 @@ class ProjectionCorrector:
         start = time.perf_counter()
         self.projections = {}
         self.layer_rows = {}
-        layers = tqdm(grams.items(), desc="decomposing", disable=not cfg.progress, leave=False)
-        for name, stats in layers:
+        # Each Gram is dropped once decomposed, so peak memory stays near max(Σ Grams, Σ eigenvectors).
+        for name in tqdm(list(grams), desc="decomposing", disable=not cfg.progress, leave=False):
+            stats = grams.pop(name)
             reason = None
             if stats.rows == 0:
                 reason = "never called during the forward pass (its parent may use its weight directly)"

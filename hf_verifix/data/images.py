@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -26,13 +26,13 @@ def _timm_transform(model: nn.Module, channels: int | None) -> Transform:
         config["mean"] = (float(np.mean(config["mean"])),) * channels
         config["std"] = (float(np.mean(config["std"])),) * channels
         config["input_size"] = (channels, *config["input_size"][1:])
-    return timm.data.create_transform(**config, is_training=False)  # type: ignore[no-any-return]
+    return timm.data.create_transform(**config, is_training=False)
 
 
 def _transformers_transform(size: int, channels: int) -> Transform:
     from torchvision import transforms
 
-    return transforms.Compose(  # type: ignore[no-any-return]
+    return transforms.Compose(
         [
             transforms.Resize((size, size)),
             transforms.ToTensor(),
@@ -63,14 +63,45 @@ def default_image_transform(model: nn.Module) -> Transform:
     if isinstance(image_size, (list, tuple)):
         image_size = image_size[0]
     if isinstance(image_size, int):
-        return _transformers_transform(image_size, channels or getattr(config, "num_channels", 3))
+        num_channels: int = channels or int(getattr(config, "num_channels", 3))
+        return _transformers_transform(image_size, num_channels)
     from torchvision import transforms
 
-    return transforms.ToTensor()  # type: ignore[no-any-return]
+    return transforms.ToTensor()
+
+
+def _transformed(output: Any) -> torch.Tensor:
+    """The image tensor a transform returned: a tensor, an array, or an image processor's ``pixel_values``."""
+    batched = False
+    if isinstance(output, Mapping):  # a transformers image processor's BatchFeature (or any dict)
+        if "pixel_values" not in output:
+            raise DataError(
+                f"the transform returned a {type(output).__name__} without 'pixel_values' (keys {sorted(output)}); "
+                "it must return the image as a tensor"
+            )
+        output = output["pixel_values"]
+        if isinstance(output, (list, tuple)):
+            if len(output) != 1:
+                raise DataError(f"the transform returned {len(output)} images for one image; expected exactly one")
+            output = output[0]
+        batched = True
+    if isinstance(output, np.ndarray):
+        output = torch.from_numpy(np.array(output))  # a copy: the array may be read-only
+    if not isinstance(output, torch.Tensor):
+        raise DataError(
+            f"the transform returned a {type(output).__name__}, not a tensor; end it with "
+            "torchvision.transforms.ToTensor() (or pass an image processor)"
+        )
+    if batched and output.dim() == 4 and output.shape[0] == 1:
+        output = output[0]
+    return output
 
 
 def image_to_tensor(image: Any, transform: Transform | None, channels: int | None) -> torch.Tensor:
     """Return a float CHW tensor for a PIL image, an HWC/CHW array or a tensor, converted to ``channels``.
+
+    ``transform`` may return a tensor or array, or be a transformers image processor (its ``pixel_values`` for
+    the one image is used).
 
     Example:
         >>> from PIL import Image
@@ -84,12 +115,15 @@ def image_to_tensor(image: Any, transform: Transform | None, channels: int | Non
         if mode is not None and image.mode != mode:
             image = image.convert(mode)
         if transform is not None:
-            return transform(image)
+            return _transformed(transform(image))
         array = np.asarray(image, dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array)
         return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
     if isinstance(image, (np.ndarray, list)):
-        image = torch.as_tensor(np.asarray(image))
+        array = np.array(image)  # a copy: arrays from datasets may be read-only
+        if array.dtype.kind not in "biuf":
+            raise DataError(f"cannot turn an array of dtype {array.dtype} into an image tensor; expected numbers")
+        image = torch.from_numpy(array)
     if not isinstance(image, torch.Tensor):
         raise DataError(
             f"cannot turn an image of type {type(image).__name__} into a tensor; expected a PIL image, "
@@ -105,6 +139,8 @@ def image_to_tensor(image: Any, transform: Transform | None, channels: int | Non
             tensor = tensor.expand(channels, *tensor.shape[1:])
         elif channels == 1 and tensor.shape[0] == 3:
             tensor = tensor.mean(dim=0, keepdim=True)
+        elif channels == 3 and tensor.shape[0] == 4:
+            tensor = tensor[:3]  # RGBA: drop the alpha channel
     if transform is not None:
-        return transform(tensor)
+        return _transformed(transform(tensor))
     return tensor

@@ -81,12 +81,17 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x, _as_label_tensor(y)
 
 
-class _HFImageDataset(Dataset):  # type: ignore[type-arg]
+class _HFImageDataset(Dataset):
     """A ``datasets.Dataset`` seen as a torch dataset of ``(image tensor, label)``."""
 
-    def __init__(self, dataset: Any, image_column: str, label_column: str, transform: Transform | None,
-                 channels: int | None) -> None:
-        self.dataset = dataset.select_columns([image_column, label_column])
+    def __init__(
+        self, dataset: Any, image_column: str, label_column: str, transform: Transform | None, channels: int | None
+    ) -> None:
+        # Read the stored columns whatever format or transform the user set (with_format("torch") would turn the
+        # images into tensors a PIL transform rejects): PIL images for an Image column, numpy arrays otherwise.
+        is_image = _is_image_feature(dataset.features[image_column])
+        self.dataset = dataset.select_columns(list(dict.fromkeys([image_column, label_column])))
+        self.dataset = self.dataset.with_format(None if is_image else "numpy")
         self.image_column = image_column
         self.label_column = label_column
         self.transform = transform
@@ -98,6 +103,14 @@ class _HFImageDataset(Dataset):  # type: ignore[type-arg]
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
         row = self.dataset[int(index)]
         return image_to_tensor(row[self.image_column], self.transform, self.channels), row[self.label_column]
+
+
+def _is_image_feature(feature: Any) -> bool:
+    return type(feature).__name__ == "Image"
+
+
+def _is_hf_dataset(data: Any) -> bool:
+    return type(data).__module__.startswith("datasets.") and hasattr(data, "column_names")
 
 
 def _column(dataset: Any, requested: str | None, kind: str, candidates: Sequence[str], feature: str) -> str:
@@ -131,7 +144,7 @@ class SampleSource:
 
     def __init__(
         self,
-        dataset: Dataset,  # type: ignore[type-arg]
+        dataset: Dataset,
         batch_size: int = 64,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         num_workers: int = 0,
@@ -161,7 +174,10 @@ class SampleSource:
         order = torch.arange(len(self)) if indices is None else torch.as_tensor(indices).long().sort().values
         subset = Subset(self.dataset, order.tolist())
         loader = DataLoader(
-            subset, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn,
+            subset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=self.collate_fn,
             num_workers=self.num_workers,
         )
         start = 0
@@ -184,11 +200,15 @@ def as_source(
     """Wrap ``data`` (a ``datasets.Dataset``, a map-style torch ``Dataset`` or a ``DataLoader``) as a SampleSource.
 
     A ``datasets.Dataset``'s image and label columns are detected (``Image``/``ClassLabel`` features, then common
-    names) unless named; its images go through ``transform`` or the model's own preprocessing
-    (:func:`default_image_transform`).
+    names) unless named, and read whatever format (``with_format("torch")``) or transform it carries; images of an
+    ``Image`` column go through ``transform`` or the model's own preprocessing (:func:`default_image_transform`),
+    an already preprocessed array column (``pixel_values``) only through an explicit ``transform``. A DataLoader
+    over a ``datasets.Dataset`` with its own ``collate_fn`` is used as it is: its collate_fn gets the dataset's
+    rows and must return ``(inputs, labels)`` or a dict with ``pixel_values`` and ``labels``.
 
     Raises:
-        DataError: Empty data, missing columns, a shuffled or iterable DataLoader, non-integer labels.
+        DataError: Empty data, missing columns, a shuffled, iterable or unbatched (``batch_size=None``)
+            DataLoader, non-integer labels.
 
     Example:
         >>> model = nn.Linear(2, 2)
@@ -205,24 +225,43 @@ def as_source(
                 "a DataLoader over an IterableDataset cannot be indexed; pass a map-style dataset (or "
                 "datasets.Dataset) so the trusted samples can be revisited"
             )
-        if not isinstance(data.sampler, SequentialSampler):
+        if data.batch_sampler is None:
             raise DataError(
-                f"the DataLoader uses a {type(data.sampler).__name__}, which visits samples in a different order "
+                "the DataLoader was built with batch_size=None, so it yields single samples instead of batches; "
+                "build it with a batch_size (e.g. batch_size=64) or pass its dataset"
+            )
+        sampler = getattr(data.batch_sampler, "sampler", data.sampler)
+        if not isinstance(sampler, SequentialSampler):
+            raise DataError(
+                f"the DataLoader uses a {type(sampler).__name__}, which visits samples in a different order "
                 "each pass; build it with shuffle=False (or pass its dataset)"
             )
         collate_fn = data.collate_fn
         num_workers = data.num_workers
         batch_size = data.batch_size or batch_size
         data = data.dataset
-    if type(data).__module__.startswith("datasets.") and hasattr(data, "column_names"):
+    own_collate = collate_fn is not None and collate_fn is not default_collate
+    if _is_hf_dataset(data) and own_collate:
+        # The DataLoader's collate_fn was written for this dataset's rows (usually dicts of pixel_values/labels).
+        if transform is not None:
+            raise DataError(
+                "transform= cannot be applied to a DataLoader that has its own collate_fn; preprocess in the "
+                "collate_fn (or the dataset's with_transform), or pass the datasets.Dataset with transform="
+            )
+        if len(data) == 0:
+            raise DataError("the dataset is empty; pass at least one labelled sample")
+    elif _is_hf_dataset(data):
+        if len(data) == 0:
+            raise DataError("the dataset is empty; pass at least one labelled sample")
         image = _column(data, image_column, "image", _IMAGE_COLUMNS, "Image")
         label = _column(data, label_column, "label", _LABEL_COLUMNS, "ClassLabel")
         feature = data.features[label]
         num_classes = getattr(feature, "num_classes", None)
-        labels = _as_label_tensor(list(data[label]))
-        if transform is None:
+        labels = _as_label_tensor(list(data.with_format(None)[label]))
+        if transform is None and _is_image_feature(data.features[image]):
             transform = default_image_transform(model)
         data = _HFImageDataset(data, image, label, transform, model_input_channels(model))
+        collate_fn = None
     elif isinstance(data, TensorDataset):
         if len(data.tensors) < 2:
             raise DataError(f"a TensorDataset must hold (inputs, labels), got {len(data.tensors)} tensor(s)")
