@@ -196,7 +196,9 @@ class ProjectionCorrector:
                 )
             chosen = cfg.selector if selector is None else selector
             kwargs = (cfg.selector_kwargs or {}) if isinstance(chosen, str) else {}
-            self.selection = get_selector(chosen, **kwargs).select(self.model, source, cfg.n_trusted, cfg.per_class, cfg.seed, cfg.progress)
+            self.selection = get_selector(chosen, **kwargs).select(
+                self.model, source, cfg.n_trusted, cfg.per_class, cfg.seed, cfg.progress
+            )
             trusted = self.selection.indices
             self._selector_name = chosen if isinstance(chosen, str) else type(chosen).__name__
         else:
@@ -492,7 +494,9 @@ def _alpha_candidates(alphas: Any) -> tuple[float, ...]:
         raise ConfigError(f"alphas must be a list of numbers > 0 such as [1e3, 3e4, 1e6], got {alphas!r}")
     candidates = tuple(_valid_alpha(a, "every entry of alphas") for a in alphas)
     if not candidates:
-        raise ConfigError("alphas is empty; pass at least one α such as [1e3, 3e4, 1e6], or None for config.alpha_grid")
+        raise ConfigError(
+            "alphas is empty; pass at least one α such as [1e3, 3e4, 1e6], or None for config.alpha_grid"
+        )
     return candidates
 
 

@@ -1,7 +1,15 @@
 """Trusted-sample selectors, registered by name: ``loss``, ``curvature``, ``bmm``, ``coreset``, ``expert``,
 ``confident`` and ``random``."""
 
-from .base import Selection, TrustedSelector, get_selector, list_selectors, lowest_scores, register_selector, trusted_set_quality
+from .base import (
+    Selection,
+    TrustedSelector,
+    get_selector,
+    list_selectors,
+    lowest_scores,
+    register_selector,
+    trusted_set_quality,
+)
 from .bmm import BMMSelector
 from .confident import ConfidentSelector
 from .coreset import CoresetSelector

@@ -57,7 +57,12 @@ class TrustedSelector(Protocol):
     """
 
     def select(
-        self, model: nn.Module, source: SampleSource, n_trusted: int, per_class: bool = False, seed: int = 0,
+        self,
+        model: nn.Module,
+        source: SampleSource,
+        n_trusted: int,
+        per_class: bool = False,
+        seed: int = 0,
         progress: bool = False,
     ) -> Selection: ...
 

@@ -108,7 +108,12 @@ class LossSelector:
     """
 
     def select(
-        self, model: nn.Module, source: SampleSource, n_trusted: int, per_class: bool = False, seed: int = 0,
+        self,
+        model: nn.Module,
+        source: SampleSource,
+        n_trusted: int,
+        per_class: bool = False,
+        seed: int = 0,
         progress: bool = False,
     ) -> Selection:
         """Score every sample by its loss and keep the ``n_trusted`` lowest (``per_class``: per label).
