@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 from .config import CorrectionConfig, _valid_alpha
 from .data.images import Transform
 from .data.source import SampleSource, as_source
-from .errors import ConfigError, DataError, VerifixError
+from .distributed import broadcast_from_main, is_main_process, process_rank_and_count, sum_across_processes
+from .errors import ConfigError, DataError, NumericalError, VerifixError
 from .metrics import source_accuracy
 from .models.forward import model_device
 from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
-from .projection.spectrum import decompose
+from .projection.spectrum import Spectrum, decompose
 from .projection.update import LayerProjection
 from .selection.base import Selection, TrustedSelector, get_selector, trusted_set_quality
 from .statistics.gram import collect_grams
@@ -216,8 +217,12 @@ class ProjectionCorrector:
         self.projections = {}
         self.layer_rows = {}
         # Each Gram is dropped once decomposed, so peak memory stays near max(Σ Grams, Σ eigenvectors).
-        for name in tqdm(list(grams), desc="decomposing", disable=not cfg.progress, leave=False):
+        show = cfg.progress and is_main_process()
+        for name in tqdm(list(grams), desc="decomposing", disable=not show, leave=False):
             stats = grams.pop(name)
+            # Each process summed its own shard; one all-reduce per layer, after the data loop.
+            stats.gram = sum_across_processes(stats.gram)
+            stats.rows = int(sum_across_processes(torch.tensor([stats.rows]))[0])
             reason = None
             if stats.rows == 0:
                 reason = "never called during the forward pass (its parent may use its weight directly)"
@@ -228,7 +233,7 @@ class ProjectionCorrector:
                 continue
             weight = selection.targets[name].weight
             assert isinstance(weight, torch.Tensor)
-            self.projections[name] = LayerProjection(weight, decompose(stats.gram, name))
+            self.projections[name] = LayerProjection(weight, _decomposed_once(stats.gram, name))
             self.layer_rows[name] = stats.rows
         self.timings["decomposition_s"] = time.perf_counter() - start
         if not self.projections:
@@ -331,7 +336,8 @@ class ProjectionCorrector:
         if self.config.recalibrate_batchnorm:
             device = model_device(self.model)
             assert self._source is not None and self._trusted is not None
-            batches = self._source.batches(self._trusted, "recalibrating BatchNorm", progress)
+            # Every process recalibrates on the whole trusted set: identical statistics, no collective needed.
+            batches = self._source.batches(self._trusted, "recalibrating BatchNorm", progress, sharded=False)
             recalibrate_batchnorm(self.model, (b.inputs.to(device) for b in batches))
         self.applied_alpha = alpha
 
@@ -389,7 +395,7 @@ class ProjectionCorrector:
         self.revert()
         baseline = source_accuracy(self.model, source, cfg.progress)
         curve: dict[float, float] = {}
-        for alpha in tqdm(grid, desc="searching α", disable=not cfg.progress):
+        for alpha in tqdm(grid, desc="searching α", disable=not (cfg.progress and is_main_process())):
             self._project(alpha, progress=False)
             curve[alpha] = source_accuracy(self.model, source)
         self.revert()
@@ -487,6 +493,29 @@ class ProjectionCorrector:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+def _decomposed_once(gram: torch.Tensor, name: str) -> Spectrum:
+    """Decompose on the main process only and share the result, so every process projects identically."""
+    rank, world = process_rank_and_count()
+    if world == 1:
+        return decompose(gram, name)
+    values = torch.zeros(gram.shape[:-1], dtype=torch.float64)
+    vectors = torch.zeros(gram.shape, dtype=torch.float64)
+    status = torch.zeros(2, dtype=torch.long)  # [failed, used the SVD fallback]
+    error: NumericalError | None = None
+    if rank == 0:
+        try:
+            spectrum = decompose(gram, name)
+            values, vectors = spectrum.eigenvalues.cpu(), spectrum.eigenvectors.cpu()
+            status[1] = int(spectrum.method == "svd")
+        except NumericalError as err:
+            error, status[0] = err, 1
+    status = broadcast_from_main(status)
+    if status[0]:
+        raise error or NumericalError(f"the main process could not decompose the Gram of layer {name!r}")
+    values, vectors = broadcast_from_main(values), broadcast_from_main(vectors)
+    return Spectrum(values.to(gram.device), vectors.to(gram.device), "svd" if status[1] else "eigh")
 
 
 def _alpha_candidates(alphas: Any) -> tuple[float, ...]:

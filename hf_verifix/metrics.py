@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .data.source import SampleSource
+from .distributed import sum_across_processes
 from .models.forward import evaluation_mode, logits_of, model_device
 
 __all__ = ["Accuracy", "predictions_and_labels", "source_accuracy"]
@@ -52,12 +53,14 @@ def predictions_and_labels(
         [0, 1, 1]
     """
     device = model_device(model)
-    predictions, labels = [], []
+    # Each process predicts its shard into zero tensors; one sum gathers every sample exactly once.
+    predictions = torch.zeros(len(source), dtype=torch.long)
+    labels = torch.zeros(len(source), dtype=torch.long)
     with evaluation_mode(model), torch.no_grad():
         for batch in source.batches(desc=desc, progress=progress):
-            predictions.append(logits_of(model(batch.inputs.to(device))).argmax(dim=-1).cpu())
-            labels.append(batch.labels)
-    return torch.cat(predictions), torch.cat(labels)
+            predictions[batch.indices] = logits_of(model(batch.inputs.to(device))).argmax(dim=-1).cpu()
+            labels[batch.indices] = batch.labels
+    return sum_across_processes(predictions), sum_across_processes(labels)
 
 
 def source_accuracy(model: nn.Module, source: SampleSource, progress: bool = False) -> float:

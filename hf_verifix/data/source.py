@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSam
 from torch.utils.data._utils.collate import default_collate
 from tqdm.auto import tqdm
 
+from ..distributed import is_main_process, shard
 from ..errors import DataError
 from ..models.forward import model_input_channels
 from .images import Transform, default_image_transform, image_to_tensor
@@ -162,9 +163,17 @@ class SampleSource:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def batches(
-        self, indices: Sequence[int] | torch.Tensor | None = None, desc: str | None = None, progress: bool = False
+        self,
+        indices: Sequence[int] | torch.Tensor | None = None,
+        desc: str | None = None,
+        progress: bool = False,
+        sharded: bool = True,
     ) -> Iterator[Batch]:
         """Yield the batches of the samples at ``indices`` (all when None), in increasing index order.
+
+        Under several processes each one gets its exact shard (``indices[rank::world_size]``: no sample twice,
+        none padded in) unless ``sharded=False``; callers combine per-sample results with
+        :func:`hf_verifix.distributed.sum_across_processes`. Progress bars show on the main process only.
 
         Example:
             >>> source = SampleSource(TensorDataset(torch.arange(3.0)[:, None], torch.tensor([0, 1, 1])))
@@ -172,6 +181,9 @@ class SampleSource:
             [0, 1, 1]
         """
         order = torch.arange(len(self)) if indices is None else torch.as_tensor(indices).long().sort().values
+        if sharded:
+            order = shard(order)
+        progress = progress and is_main_process()
         subset = Subset(self.dataset, order.tolist())
         loader = DataLoader(
             subset,

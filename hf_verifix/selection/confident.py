@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..data.source import SampleSource
+from ..distributed import sum_across_processes
 from ..errors import ConfigError, DataError
 from ..models.forward import evaluation_mode, model_device
 from .base import Selection, lowest_scores, register_selector
@@ -107,18 +108,19 @@ def model_probabilities(
         (torch.Size([4, 2]), True)
     """
     device = model_device(model)
-    rows: list[torch.Tensor] = []
-    order: list[torch.Tensor] = []
-    labels = torch.empty(len(source), dtype=torch.long)
+    probs: torch.Tensor | None = None
+    # Zero-filled so that, with several processes, summing the shards' tensors gathers every sample once.
+    labels = torch.zeros(len(source), dtype=torch.long)
     with evaluation_mode(model), torch.no_grad():
         for batch in source.batches(desc="scoring (confident)", progress=progress):
             logits = _batch_logits(model, batch.inputs.to(device), batch)
-            rows.append(logits.double().softmax(dim=-1).cpu())
-            order.append(batch.indices)
+            if probs is None:
+                probs = torch.zeros(len(source), logits.shape[-1], dtype=torch.float64)
+            probs[batch.indices] = logits.double().softmax(dim=-1).cpu()
             labels[batch.indices] = batch.labels
-    stacked = torch.cat(rows)
-    probs = torch.empty_like(stacked)
-    probs[torch.cat(order)] = stacked
+    if probs is None:
+        raise DataError("the data is empty; pass at least one labelled sample")
+    probs, labels = sum_across_processes(probs), sum_across_processes(labels)
     if not torch.isfinite(probs).all():
         bad = torch.nonzero(~torch.isfinite(probs).all(dim=1)).flatten()[:5].tolist()
         raise DataError(

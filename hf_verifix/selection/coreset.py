@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..data.source import SampleSource
+from ..distributed import max_across_processes, sum_across_processes
 from ..errors import ConfigError, DataError, LayerError, NumericalError
 from ..facility_location import _assign, _greedy, _Similarity
 from ..models.forward import evaluation_mode, logits_of, model_device
@@ -75,7 +76,8 @@ def gradient_proxies(
     n = len(source)
     errors: torch.Tensor | None = None
     features: torch.Tensor | None = None
-    labels = torch.empty(n, dtype=torch.long)
+    # Zero-filled so that, with several processes, summing the shards' tensors gathers every sample once.
+    labels = torch.zeros(n, dtype=torch.long)
     num_classes = 0
     tracker = _LastLinear(model) if gradient == "last_layer" else None
     try:
@@ -106,20 +108,22 @@ def gradient_proxies(
                 error = torch.softmax(logits, dim=1)
                 error[torch.arange(size), batch.labels.to(error.device)] -= 1.0
                 if errors is None:
-                    errors = torch.empty(n, num_classes, dtype=torch.float32)
+                    errors = torch.zeros(n, num_classes, dtype=torch.float32)
                 errors[batch.indices] = error.cpu()
                 labels[batch.indices] = batch.labels
                 if tracker is not None:
                     h = _penultimate(tracker, model, logits)
                     if features is None:
-                        features = torch.empty(n, h.shape[1], dtype=torch.float32)
+                        features = torch.zeros(n, h.shape[1], dtype=torch.float32)
                     features[batch.indices] = h
     finally:
         if tracker is not None:
             tracker.remove()
     if errors is None:
         raise DataError("the data is empty; pass at least one labelled sample")
-    return errors, features, labels, num_classes
+    if features is not None:
+        features = sum_across_processes(features)
+    return sum_across_processes(errors), features, sum_across_processes(labels), max_across_processes(num_classes)
 
 
 def _penultimate(tracker: _LastLinear, model: nn.Module, logits: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.source import Batch, SampleSource
+from ..distributed import max_across_processes, sum_across_processes
 from ..errors import ConfigError, DataError, NumericalError
 from ..models.forward import evaluation_mode, logits_of, model_device
 from .base import Selection, lowest_scores, register_selector
@@ -148,8 +149,9 @@ def per_sample_curvature(
     generator = _generator(device)
     num_classes = 0
     with evaluation_mode(model), torch.inference_mode(False), torch.enable_grad():
-        scores = torch.empty(len(source), dtype=torch.float64)
-        labels = torch.empty(len(source), dtype=torch.long)
+        # Zero-filled so that, with several processes, summing the shards' tensors gathers every sample once.
+        scores = torch.zeros(len(source), dtype=torch.float64)
+        labels = torch.zeros(len(source), dtype=torch.long)
         for batch in source.batches(desc="scoring (curvature)", progress=progress):
             inputs = batch.inputs.to(device)
             if not inputs.is_floating_point():
@@ -177,7 +179,7 @@ def per_sample_curvature(
                 )
             scores[batch.indices] = curvature
             labels[batch.indices] = batch.labels
-    return scores, labels, num_classes
+    return sum_across_processes(scores), sum_across_processes(labels), max_across_processes(num_classes)
 
 
 def _as_int(value: object) -> int | None:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.source import SampleSource
+from ..distributed import max_across_processes, sum_across_processes
 from ..errors import DataError, NumericalError
 from ..models.forward import evaluation_mode, logits_of, model_device, model_input_channels
 from .base import Selection, lowest_scores, register_selector
@@ -27,8 +28,9 @@ def per_sample_losses(
         (torch.Size([4]), 2)
     """
     device = model_device(model)
-    losses = torch.empty(len(source), dtype=torch.float64)
-    labels = torch.empty(len(source), dtype=torch.long)
+    # Zero-filled so that, with several processes, summing the shards' tensors gathers every sample exactly once.
+    losses = torch.zeros(len(source), dtype=torch.float64)
+    labels = torch.zeros(len(source), dtype=torch.long)
     num_classes = 0
     with evaluation_mode(model), torch.no_grad():
         for batch in source.batches(desc="scoring (loss)", progress=progress):
@@ -54,7 +56,7 @@ def per_sample_losses(
                 raise NumericalError(_non_finite_message(batch.inputs, logits.cpu(), batch.indices, finite))
             losses[batch.indices] = loss.double().cpu()
             labels[batch.indices] = batch.labels
-    return losses, labels, num_classes
+    return sum_across_processes(losses), sum_across_processes(labels), max_across_processes(num_classes)
 
 
 def _forward(model: nn.Module, inputs: torch.Tensor, indices: torch.Tensor) -> object:

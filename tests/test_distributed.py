@@ -1,0 +1,76 @@
+"""Two real CPU processes under `accelerate launch` compute exactly what one process computes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+pytestmark = pytest.mark.distributed
+
+
+def run_worker(output: Path, processes: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if processes == 1:
+        command = [sys.executable, str(WORKER), str(output)]
+    else:
+        # `--cpu` would silently run ONE process; this starts two real gloo processes (see ENVIRONMENT notes).
+        env["ACCELERATE_USE_CPU"] = "1"
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", "29517", str(WORKER), str(output),
+        ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    single, double = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
+    run_worker(single, 1)
+    run_worker(double, 2)
+    load = lambda path: torch.load(path, weights_only=False)  # noqa: E731 - files this test just wrote
+    return load(single / "rank0.pt"), load(double / "rank0.pt"), load(double / "rank1.pt")
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b).clamp_min(1e-300))
+
+
+def test_two_processes_really_ran(results):
+    one, rank0, rank1 = results
+    assert (one["world"], rank0["world"], rank1["world"]) == (1, 2, 2)
+
+
+def test_selection_scores_and_trusted_set_equal_single_process(results):
+    one, rank0, rank1 = results
+    for distributed in (rank0, rank1):
+        assert torch.equal(distributed["trusted"], one["trusted"])
+        torch.testing.assert_close(distributed["loss_scores"], one["loss_scores"], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(distributed["curvature_scores"], one["curvature_scores"], rtol=1e-6, atol=1e-9)
+        assert torch.equal(distributed["curvature_trusted"], one["curvature_trusted"])
+
+
+def test_statistics_and_projected_weights_equal_single_process(results):
+    one, rank0, rank1 = results
+    assert rank0["rows"] == one["rows"] == rank1["rows"]
+    for name, weight in one["projections"].items():
+        assert relative_error(rank0["projections"][name], weight) <= 1e-10, name
+        assert torch.equal(rank0["projections"][name], rank1["projections"][name]), name  # identical on every rank
+
+
+def test_alpha_search_and_corrected_model_equal_single_process(results):
+    one, rank0, rank1 = results
+    assert rank0["curve"] == one["curve"] == rank1["curve"]
+    assert rank0["baseline"] == one["baseline"] and rank0["best_alpha"] == one["best_alpha"]
+    for key, value in one["state"].items():
+        if value.is_floating_point():
+            assert relative_error(rank0["state"][key], value) <= 1e-6, key
+        assert torch.equal(rank0["state"][key], rank1["state"][key]), key
