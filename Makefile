@@ -34,10 +34,10 @@ data:
 demo: install data
 	$(BIN)/python examples/fashion_mnist_sap.py $(DEMO_ARGS)
 
-test: install
+test: install data
 	$(BIN)/python -m pytest
 
-test-all: install
+test-all: install data
 	$(BIN)/python -m pytest -m ""
 
 quality: install

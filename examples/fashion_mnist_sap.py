@@ -30,7 +30,7 @@ from hf_verifix import CorrectionConfig, ProjectionCorrector
 from hf_verifix.data.fashion_mnist import load_fashion_mnist_arrays
 from hf_verifix.data.source import as_source
 from hf_verifix.metrics import source_accuracy
-from hf_verifix.noise import symmetric_noise
+from hf_verifix.noise import NoisyLabels, symmetric_noise
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics
 
@@ -57,6 +57,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def to_inputs(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() / 255.0 - MEAN) / STD)[:, None]
+
+
+def prepare_data(
+    args: argparse.Namespace, n_test: int | None = None
+) -> tuple[TensorDataset, TensorDataset, TensorDataset, NoisyLabels]:
+    """Training set (noisy), held-out set with the same noise (for α), clean test set, and the injected noise."""
+    train_images, train_labels = load_fashion_mnist_arrays("train", root=args.data_dir)
+    test_images, test_labels = load_fashion_mnist_arrays("test", root=args.data_dir)
+    order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(args.seed))
+    fit_idx, val_idx = order[: args.n_train], order[args.n_train : args.n_train + args.n_val]
+    images = torch.from_numpy(train_images)
+    clean = torch.from_numpy(train_labels).long()
+    noisy_fit = symmetric_noise(clean[fit_idx], args.noise, num_classes=10, seed=args.seed)
+    noisy_val = symmetric_noise(clean[val_idx], args.noise, num_classes=10, seed=args.seed + 1)
+    train_set = TensorDataset(to_inputs(images[fit_idx]), noisy_fit.labels)
+    val_set = TensorDataset(to_inputs(images[val_idx]), noisy_val.labels)
+    test_x, test_y = torch.from_numpy(test_images), torch.from_numpy(test_labels).long()
+    if n_test is not None:
+        test_x, test_y = test_x[:n_test], test_y[:n_test]
+    test_set = TensorDataset(to_inputs(test_x), test_y)
+    return train_set, val_set, test_set, noisy_fit
 
 
 def train(model: torch.nn.Module, data: TensorDataset, args: argparse.Namespace) -> None:
@@ -92,17 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
 
-    train_images, train_labels = load_fashion_mnist_arrays("train", root=args.data_dir)
-    test_images, test_labels = load_fashion_mnist_arrays("test", root=args.data_dir)
-    order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(args.seed))
-    fit_idx, val_idx = order[: args.n_train], order[args.n_train : args.n_train + args.n_val]
-    images = torch.from_numpy(train_images)
-    clean = torch.from_numpy(train_labels).long()
-    noisy_fit = symmetric_noise(clean[fit_idx], args.noise, num_classes=10, seed=args.seed)
-    noisy_val = symmetric_noise(clean[val_idx], args.noise, num_classes=10, seed=args.seed + 1)
-    train_set = TensorDataset(to_inputs(images[fit_idx]), noisy_fit.labels)
-    val_set = TensorDataset(to_inputs(images[val_idx]), noisy_val.labels)
-    test_set = TensorDataset(to_inputs(torch.from_numpy(test_images)), torch.from_numpy(test_labels).long())
+    train_set, val_set, test_set, noisy_fit = prepare_data(args)
     print(
         f"Fashion-MNIST: {len(train_set)} training images with {noisy_fit.rate:.0%} flipped labels, "
         f"{len(val_set)} noisy validation images, {len(test_set)} clean test images"

@@ -393,6 +393,7 @@ class ProjectionCorrector:
         cfg = self.config
         source = as_source(eval_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
         self.revert()
+        start = time.perf_counter()
         baseline = source_accuracy(self.model, source, cfg.progress)
         curve: dict[float, float] = {}
         for alpha in tqdm(grid, desc="searching α", disable=not (cfg.progress and is_main_process())):
@@ -405,6 +406,7 @@ class ProjectionCorrector:
                 best_alpha, best_accuracy = alpha, accuracy
         if best_alpha is not None:
             self._project(best_alpha, progress=False)
+        self.timings["alpha_search_s"] = time.perf_counter() - start
         self.search_result = AlphaSearchResult(best_alpha, best_accuracy, baseline, curve)
         return self.search_result
 

@@ -1,0 +1,59 @@
+"""The README's main job, end to end on a small setting: it trains, corrects, and what it writes is consistent."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from hf_verifix import CorrectionConfig
+from hf_verifix.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist_sap.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("fashion_mnist_sap_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(
+    not Path(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").exists(),
+    reason="needs Debian's dataset-fashion-mnist (`make test` installs it)",
+)
+def test_main_job_trains_corrects_and_writes_a_consistent_model(tmp_path, capsys):
+    example = load_example()
+    argv = [
+        "--model", "test_resnet", "--epochs", "2", "--n-train", "600", "--n-val", "300", "--n-trusted", "100",
+        "--alphas", "1e2", "1e4", "1e6", "--output-dir", str(tmp_path), "--seed", "1",
+    ]  # fmt: skip
+    summary = example.main(argv)
+    printed = capsys.readouterr().out
+    assert "test accuracy before correction" in printed and "after correction" in printed
+
+    written = json.loads((tmp_path / "demo_summary.json").read_text())
+    assert written["test_accuracy_before"] == summary["test_accuracy_before"]
+    assert set(written["val_accuracy_curve"]) == {"100.0", "10000.0", "1000000.0"}
+    report = json.loads((tmp_path / "correction_report.json").read_text())
+    assert report["trusted"]["count"] == 100 and report["trusted"]["class_counts"] == [10] * 10  # per class
+    assert CorrectionConfig.load(tmp_path).recalibrate_batchnorm is True
+
+    # The saved model is the corrected one: reload it natively and recompute the printed test accuracy.
+    args = example.parse_args(argv)
+    _, _, test_set, noisy = example.prepare_data(args)
+    assert abs(noisy.rate - 0.25) < 1e-9
+    model = timm.create_model("test_resnet", pretrained=False, in_chans=1, num_classes=10)
+    model.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        predictions = torch.cat([model.eval()(x).argmax(1) for x in test_set.tensors[0].split(1000)])
+    accuracy = (predictions == test_set.tensors[1]).double().mean().item()
+    assert accuracy == pytest.approx(summary["test_accuracy_after"], abs=1e-9)
+    if summary["best_alpha"] is None:
+        assert summary["test_accuracy_after"] == summary["test_accuracy_before"]
