@@ -220,3 +220,23 @@ def test_eigh_failure_falls_back_to_svd_with_same_weights(monkeypatch):
     spectrum = decompose(gram, "layer")
     assert spectrum.method == "svd"
     torch.testing.assert_close(LayerProjection(weight, spectrum).weight(3e4), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_coordinates_split_off_give_the_full_eigendecomposition_result():
+    torch.manual_seed(0)
+    rows = torch.randn(30, 12, dtype=torch.float64)
+    rows[:, [1, 4, 5, 11]] = 0  # coordinates never activated (padding taps, dead channels)
+    gram = (rows.T @ rows)[None]
+    weight = torch.randn(5, 12, dtype=torch.float64)
+    spectrum = decompose(gram)
+    values, vectors = torch.linalg.eigh(gram[0])
+    for alpha in (1.0, 3e4, 1e8):
+        # eigh of the full matrix leaves round-off (~1e-15) where the exact eigenvalue is 0; at α = 1e8 that alone
+        # would give λ ~ 1e-8, so the reference zeroes it as exact arithmetic would.
+        exact = torch.where(values > 1e-10 * values.max(), values, torch.zeros_like(values))
+        normalized = exact / exact.sum()
+        expected = weight @ vectors @ torch.diag(importance_scaling(normalized, alpha)) @ vectors.T
+        torch.testing.assert_close(LayerProjection(weight, spectrum).weight(alpha), expected, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(spectrum.eigenvectors[0].T @ spectrum.eigenvectors[0], torch.eye(12, dtype=torch.float64))
+    assert (spectrum.eigenvalues[0, 8:] == 0).all()  # the 4 inactive coordinates: eigenvalue exactly 0
+    assert (LayerProjection(weight, spectrum).weight(3e4)[:, [1, 4, 5, 11]] == 0).all()
