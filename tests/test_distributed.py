@@ -74,3 +74,14 @@ def test_alpha_search_and_corrected_model_equal_single_process(results):
         if value.is_floating_point():
             assert relative_error(rank0["state"][key], value) <= 1e-6, key
         assert torch.equal(rank0["state"][key], rank1["state"][key]), key
+
+
+def test_same_seed_gives_bit_identical_results_across_two_runs(results, tmp_path):
+    one, _, _ = results
+    run_worker(tmp_path, 1)  # a second, separate single-process run
+    again = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    assert torch.equal(again["trusted"], one["trusted"])
+    assert torch.equal(again["curvature_scores"], one["curvature_scores"])
+    assert again["curve"] == one["curve"] and again["best_alpha"] == one["best_alpha"]
+    for key, value in one["state"].items():
+        assert torch.equal(again["state"][key], value), key
