@@ -9,6 +9,7 @@ Example:
 from .config import CorrectionConfig
 from .corrector import AlphaSearchResult, ProjectionCorrector
 from .errors import ConfigError, DataError, LayerError, NumericalError, VerifixError
+from .integrations import SAPCallback
 from .metrics import Accuracy
 from .selection import get_selector, list_selectors, register_selector
 
@@ -23,6 +24,7 @@ __all__ = [
     "LayerError",
     "NumericalError",
     "ProjectionCorrector",
+    "SAPCallback",
     "VerifixError",
     "get_selector",
     "list_selectors",

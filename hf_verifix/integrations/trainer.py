@@ -1,0 +1,464 @@
+"""Correct a model at the end of ``transformers.Trainer`` training with one callback: :class:`SAPCallback`.
+
+The callback selects trusted samples from the training data, projects the model's weights in place with
+:class:`~hf_verifix.ProjectionCorrector`, searches α on the evaluation data (labelled like the training data, i.e.
+noisy), logs ``sap/*`` metrics through the Trainer and writes the correction's config and report next to the
+Trainer's output, so a following ``trainer.save_model()`` saves the corrected model.
+
+transformers image classifiers (e.g. ``ViTForImageClassification``) and timm models wrapped as
+``transformers.TimmWrapperForImageClassification`` (buildable offline from a ``TimmWrapperConfig``) both work.
+
+Example:
+    >>> from hf_verifix.integrations.trainer import LOG_PREFIX
+    >>> LOG_PREFIX
+    'sap/'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePath
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from ..config import CorrectionConfig
+from ..corrector import REPORT_NAME, ProjectionCorrector, _alpha_candidates
+from ..data.images import Transform
+from ..data.source import as_source
+from ..distributed import is_main_process
+from ..errors import ConfigError, DataError, VerifixError
+from ..metrics import source_accuracy
+
+__all__ = ["LOG_PREFIX", "SAPCallback"]
+
+LOG_PREFIX = "sap/"
+"""Prefix of every metric :class:`SAPCallback` logs (``sap/accuracy_before``, ``sap/alpha``, ...).
+
+Example:
+    >>> LOG_PREFIX + "alpha"
+    'sap/alpha'
+"""
+
+logger = logging.getLogger(__name__)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:77] + '...' if len(text) > 80 else text} ({type(value).__name__})"
+
+
+def _is_hf_dataset(data: Any) -> bool:
+    return type(data).__module__.startswith("datasets.") and hasattr(data, "column_names")
+
+
+def _has_custom_transform(data: Any) -> bool:
+    """True for a ``datasets.Dataset`` with ``with_transform``/``set_transform``: its rows only exist transformed."""
+    return _is_hf_dataset(data) and (getattr(data, "format", None) or {}).get("type") == "custom"
+
+
+def _valid_on_epochs(on_epochs: Any) -> frozenset[int]:
+    if on_epochs is None:
+        return frozenset()
+    if isinstance(on_epochs, (str, bytes)) or not hasattr(on_epochs, "__iter__"):
+        raise ConfigError(
+            f"on_epochs must be a list of 1-based epoch numbers (e.g. [1, 3]) or None, got {_describe(on_epochs)}"
+        )
+    epochs = list(on_epochs)
+    bad = [e for e in epochs if isinstance(e, bool) or not isinstance(e, int) or e < 1]
+    if bad:
+        raise ConfigError(
+            f"on_epochs must hold 1-based epoch numbers (ints >= 1, e.g. [1, 3]), got {bad[:3]} in {epochs!r}"
+        )
+    return frozenset(epochs)
+
+
+def _valid_output_subdir(output_subdir: Any) -> str:
+    if not isinstance(output_subdir, str) or not output_subdir.strip():
+        raise ConfigError(
+            f"output_subdir must be a non-empty relative folder name such as 'sap_correction', "
+            f"got {_describe(output_subdir)}"
+        )
+    path = PurePath(output_subdir)
+    if path.is_absolute() or ".." in path.parts:
+        raise ConfigError(
+            f"output_subdir must be a folder inside the Trainer's output_dir (relative, without '..'), got "
+            f"{output_subdir!r}; pass e.g. 'sap_correction'"
+        )
+    return output_subdir
+
+
+class SAPCallback(TrainerCallback):
+    """A ``transformers.TrainerCallback`` that corrects the trained model by Scaled Activation Projection.
+
+    At ``on_train_end`` (and after each epoch listed in ``on_epochs``) the callback, on the unwrapped model the
+    Trainer passes to callbacks and without gradients:
+
+    1. selects ``config.n_trusted`` trusted samples of the training data (``config.selector``, e.g. lowest loss),
+    2. collects their activation statistics and projects every targeted layer's weights in place,
+    3. searches α over ``alphas`` (or ``config.alpha_grid``) on the evaluation data when ``search_alpha`` is set
+       and evaluation data is found, keeping the uncorrected weights if no α beats them; otherwise applies
+       ``config.alpha``,
+    4. logs ``sap/accuracy_before``, ``sap/accuracy_after`` (on the evaluation data, when there is one),
+       ``sap/alpha`` (the α applied; absent when the search kept the uncorrected weights), ``sap/corrected`` (1.0
+       if the weights changed, else 0.0), ``sap/trusted``, ``sap/layers`` (layers corrected) and the
+       timings ``sap/selection_s``, ``sap/collection_s``, ``sap/decomposition_s``, ``sap/update_s`` or
+       ``sap/alpha_search_s``, ``sap/total_s``,
+    5. writes ``correction_config.json`` and ``correction_report.json`` to ``args.output_dir/<output_subdir>/``
+       (``<output_subdir>/epoch-<k>/`` for an epoch-end correction) on the main process only.
+
+    ``trainer.save_model()`` afterwards saves the corrected model. Under several processes (``accelerate launch``,
+    ``torchrun``) every process corrects its own copy of the model identically: each pass over the data visits an
+    exact shard per process and is combined once (see :mod:`hf_verifix.distributed`).
+
+    Data: the training data is ``train_dataset``, else the bound Trainer's ``train_dataset`` (see
+    :meth:`set_trainer`), else the dataset of the ``train_dataloader`` the Trainer passes to callbacks (never the
+    shuffled loader itself); the evaluation data likewise (``eval_dataset``, the Trainer's, the ``eval_dataloader``'s).
+    Any data ``ProjectionCorrector.fit`` accepts works (a ``datasets.Dataset``, a torch ``Dataset`` or a
+    ``DataLoader(shuffle=False)``); a ``datasets.Dataset`` with ``with_transform`` (or a torch dataset when the
+    Trainer has a collator) is read in order through the Trainer's ``collate_fn`` (``default_data_collator`` when
+    none is known), so the callback sees exactly the tensors the model was trained on. The evaluation data must be
+    labelled like the training data (noisy): a clean test set would leak into the choice of α.
+
+    Logging: bind the Trainer with :meth:`set_trainer` so the metrics go through ``trainer.log`` (then they reach
+    ``state.log_history``, the progress bar and every ``report_to`` integration, like the Trainer's own metrics;
+    the callback also moves ahead of the integrations, some of which close their run in their own
+    ``on_train_end``). Unbound, the callback appends them to ``state.log_history`` (with ``epoch`` and ``step``, as
+    ``Trainer.log`` does) but integrations do not see them.
+
+    The hyperparameters (the arguments) are never changed by a run; what a run produces is kept in
+    :attr:`corrector` (the last :class:`~hf_verifix.ProjectionCorrector`, e.g. to ``revert()``) and
+    :attr:`history` (the metrics of every correction).
+
+    Args:
+        config: The correction's hyperparameters (``CorrectionConfig()`` when None). Progress bars follow
+            ``config.progress`` and are hidden when the Trainer's ``args.disable_tqdm`` is set.
+        train_dataset: The training data, labelled as the model was trained (noisy).
+        eval_dataset: Held-out data labelled like the training data, for choosing α and the before/after metrics.
+        search_alpha: Search α on the evaluation data (when there is some); otherwise apply ``config.alpha``.
+        alphas: The α candidates of the search (``config.alpha_grid`` when None); needs ``search_alpha=True``.
+        on_epochs: Also correct after these 1-based epochs (the epoch that ended, ``ceil(state.epoch)``). Training
+            then goes on from the corrected weights. The correction at the end of training is skipped when the
+            last epoch-end correction happened at the same step (and no best model was loaded since).
+        transform: Preprocessing of a ``datasets.Dataset``'s raw image column (default: the model's own); leave it
+            None for data that already yields ``pixel_values``.
+        output_subdir: Folder inside ``args.output_dir`` for the config and report.
+
+    Raises:
+        ConfigError: An argument has the wrong type or value (the message names it and the fix).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from transformers import TrainerControl, TrainerState, TrainingArguments
+        >>> from hf_verifix import CorrectionConfig
+        >>> data = TensorDataset(torch.randn(48, 4), torch.randint(0, 3, (48,)))
+        >>> config = CorrectionConfig(n_trusted=24, progress=False)
+        >>> callback = SAPCallback(config, train_dataset=data, eval_dataset=data, alphas=[1e2, 1e4])
+        >>> args = TrainingArguments(output_dir=tempfile.mkdtemp(), report_to=[], use_cpu=True)
+        >>> state = TrainerState()
+        >>> _ = callback.on_train_end(args, state, TrainerControl(), model=torch.nn.Linear(4, 3))
+        >>> sorted(key for key in state.log_history[-1] if key.startswith("sap/accuracy"))
+        ['sap/accuracy_after', 'sap/accuracy_before']
+        >>> sorted(p.name for p in (Path(args.output_dir) / "sap_correction").iterdir())
+        ['correction_config.json', 'correction_report.json']
+
+        With a Trainer (``callback.set_trainer(trainer)`` routes the metrics through ``trainer.log``):
+
+        >>> sap = SAPCallback(CorrectionConfig(n_trusted=1000), alphas=[1e4, 3e4, 1e5])
+        >>> trainer = Trainer(model, args, train_dataset=tr, eval_dataset=va, callbacks=[sap])  # doctest: +SKIP
+        >>> _ = sap.set_trainer(trainer)  # doctest: +SKIP
+        >>> trainer.train()  # doctest: +SKIP
+        >>> trainer.state.log_history[-1]["sap/accuracy_after"]  # doctest: +SKIP
+        0.87
+        >>> trainer.save_model()  # the corrected model  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: CorrectionConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        search_alpha: bool = True,
+        alphas: Sequence[float] | None = None,
+        on_epochs: Sequence[int] | None = None,
+        transform: Transform | None = None,
+        output_subdir: str = "sap_correction",
+    ) -> None:
+        if config is None:
+            config = CorrectionConfig()
+        if not isinstance(config, CorrectionConfig):
+            raise ConfigError(
+                f"config must be a hf_verifix.CorrectionConfig or None, got {_describe(config)}; "
+                "build one with CorrectionConfig(n_trusted=..., ...)"
+            )
+        if not isinstance(search_alpha, bool):
+            raise ConfigError(f"search_alpha must be True or False, got {_describe(search_alpha)}")
+        if alphas is not None and not search_alpha:
+            raise ConfigError(
+                "alphas is only used by the α search, but search_alpha=False; pass search_alpha=True, or drop "
+                "alphas and set CorrectionConfig(alpha=...) for a fixed α"
+            )
+        if transform is not None and not callable(transform):
+            raise ConfigError(
+                f"transform must be a callable mapping an image to a tensor (e.g. a torchvision transform or an "
+                f"image processor) or None, got {_describe(transform)}"
+            )
+        for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            _reject_unindexable(data, name)
+        # Hyperparameters: set here, never changed by a run.
+        self.config = config
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.search_alpha = search_alpha
+        self.alphas: tuple[float, ...] | None = None if alphas is None else _alpha_candidates(alphas)
+        self.on_epochs = _valid_on_epochs(on_epochs)
+        self.transform = transform
+        self.output_subdir = _valid_output_subdir(output_subdir)
+        # State: what the runs produced.
+        self.trainer: Any = None
+        self.corrector: ProjectionCorrector | None = None
+        self.history: list[dict[str, float]] = []
+        self._corrected_at_step: int | None = None
+
+    def set_trainer(self, trainer: Any, before_integrations: bool = True) -> SAPCallback:
+        """Bind the Trainer: metrics then go through ``trainer.log`` and its datasets are used when none was given.
+
+        Args:
+            trainer: The ``transformers.Trainer`` this callback was added to.
+            before_integrations: Move this callback ahead of the reporting integrations in the Trainer's callback
+                list. They run their own ``on_train_end`` first otherwise, and some of them (MLflow, trackio,
+                ClearML) close their run there, before the ``sap/*`` metrics are logged.
+
+        Returns:
+            ``self``, for chaining.
+
+        Example:
+            >>> callback = SAPCallback()
+            >>> class FakeTrainer:  # anything with log(); a transformers.Trainer in practice
+            ...     def log(self, logs):
+            ...         print(logs)
+            >>> callback.set_trainer(FakeTrainer()) is callback
+            True
+        """
+        if not callable(getattr(trainer, "log", None)):
+            raise ConfigError(
+                f"set_trainer expects a transformers.Trainer (an object with a log() method), got {_describe(trainer)}"
+            )
+        self.trainer = trainer
+        callbacks = getattr(getattr(trainer, "callback_handler", None), "callbacks", None)
+        if before_integrations and isinstance(callbacks, list) and any(cb is self for cb in callbacks):
+            mine = next(i for i, cb in enumerate(callbacks) if cb is self)
+            first = next((i for i, cb in enumerate(callbacks) if _is_reporting_integration(cb)), None)
+            if first is not None and first < mine:
+                callbacks.insert(first, callbacks.pop(mine))
+        return self
+
+    # ------------------------------------------------------------------ events
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        """Correct the model if the epoch that just ended is in ``on_epochs``.
+
+        Example:
+            >>> SAPCallback(on_epochs=[2]).on_epochs
+            frozenset({2})
+        """
+        epoch = math.ceil(state.epoch - 1e-9) if state.epoch is not None else None
+        if epoch is not None and epoch in self.on_epochs:
+            self._correct(args, state, control, f"epoch-{epoch}", kwargs)
+        return control
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        """Correct the trained model (``kwargs["model"]``), log the metrics and write the report.
+
+        Example:
+            >>> import tempfile, torch
+            >>> from torch.utils.data import TensorDataset
+            >>> from transformers import TrainerControl, TrainerState, TrainingArguments
+            >>> data = TensorDataset(torch.randn(16, 3), torch.randint(0, 2, (16,)))
+            >>> callback = SAPCallback(CorrectionConfig(n_trusted=8, progress=False), train_dataset=data)
+            >>> args = TrainingArguments(output_dir=tempfile.mkdtemp(), report_to=[], use_cpu=True)
+            >>> _ = callback.on_train_end(args, TrainerState(), TrainerControl(), model=torch.nn.Linear(3, 2))
+            >>> callback.history[-1]["sap/alpha"]  # no evaluation data: config.alpha is applied
+            30000.0
+        """
+        already = self._corrected_at_step is not None and self._corrected_at_step == state.global_step
+        if already and not getattr(args, "load_best_model_at_end", False):
+            logger.info("SAPCallback: already corrected at step %d; not correcting twice", state.global_step)
+            return control
+        self._correct(args, state, control, None, kwargs)
+        return control
+
+    # ------------------------------------------------------------------ the correction
+    def _correct(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, folder: str | None, kwargs: Any
+    ) -> dict[str, float]:
+        model = kwargs.get("model")
+        if not isinstance(model, nn.Module):
+            raise VerifixError(
+                f"SAPCallback needs the model the Trainer passes to callbacks (model=...), got {_describe(model)}; "
+                "when calling the event yourself, pass model=your_model"
+            )
+        config = self.config
+        if config.progress and getattr(args, "disable_tqdm", False):
+            config = dataclasses.replace(config, progress=False)
+        train_loader = kwargs.get("train_dataloader")
+        eval_loader = kwargs.get("eval_dataloader")
+        train_collate = getattr(train_loader, "collate_fn", None)
+        eval_collate = getattr(eval_loader, "collate_fn", None) or train_collate
+        train_data = self._find_data("train", self.train_dataset, train_loader)
+        if train_data is None:
+            raise DataError(
+                "SAPCallback found no training data: pass SAPCallback(train_dataset=...), bind the Trainer with "
+                "callback.set_trainer(trainer), or call the event with train_dataloader=... "
+                "(the Trainer does this during trainer.train())"
+            )
+        eval_data = self._find_data("eval", self.eval_dataset, eval_loader)
+        train_data = self._readable(train_data, train_collate, config.batch_size, "training")
+        if eval_data is not None:
+            eval_data = self._readable(eval_data, eval_collate, config.batch_size, "evaluation")
+
+        started = time.perf_counter()
+        logs: dict[str, float] = {}
+        with torch.no_grad():
+            corrector = ProjectionCorrector(model, config)
+            self.corrector = corrector
+            eval_source = None
+            if eval_data is not None and not self.search_alpha:
+                eval_source = as_source(
+                    eval_data, model, config.batch_size, config.image_column, config.label_column, self.transform
+                )
+                logs["accuracy_before"] = source_accuracy(model, eval_source, config.progress)
+            corrector.fit(train_data, transform=self.transform)
+            if eval_data is not None and self.search_alpha:
+                result = corrector.search_alpha(eval_data, self.alphas, self.transform)
+                logs["accuracy_before"] = result.baseline_accuracy
+                logs["accuracy_after"] = result.best_accuracy
+            else:
+                if self.search_alpha:
+                    logger.warning(
+                        "SAPCallback: no evaluation data to search α on (pass eval_dataset=...); applying "
+                        "config.alpha=%g",
+                        config.alpha,
+                    )
+                corrector.apply()
+                if eval_source is not None:
+                    logs["accuracy_after"] = source_accuracy(model, eval_source, config.progress)
+        corrected = corrector.applied_alpha is not None
+        if corrected:
+            logs["alpha"] = float(corrector.applied_alpha or 0.0)
+        logs["corrected"] = float(corrected)
+        logs["trusted"] = int(corrector.trusted_indices.numel())
+        logs["layers"] = len(corrector.projections)
+        logs.update(corrector.timings)
+        logs["total_s"] = time.perf_counter() - started
+        logs = {LOG_PREFIX + key: value for key, value in logs.items()}
+
+        self.history.append(dict(logs))
+        self._corrected_at_step = state.global_step
+        self._log(state, logs)
+        if is_main_process() and state.is_world_process_zero:
+            self._write(args, state, corrector, logs, folder)
+        return logs
+
+    def _find_data(self, role: str, given: Any, loader: Any) -> Any:
+        if given is not None:
+            return given
+        if self.trainer is not None:
+            bound = getattr(self.trainer, f"{role}_dataset", None)
+            if isinstance(bound, dict):
+                raise DataError(
+                    f"the Trainer's {role}_dataset is a dict of {len(bound)} datasets ({sorted(bound)}); pass the "
+                    f"one labelled like the training data as SAPCallback({role}_dataset=...)"
+                )
+            if bound is not None:
+                return bound
+        # The loader the Trainer trained with shuffles (and may be sharded): read its dataset in order instead.
+        return getattr(loader, "dataset", None)
+
+    def _readable(self, data: Any, collate_fn: Callable[[list[Any]], Any] | None, batch_size: int, role: str) -> Any:
+        """``data`` as the corrector reads it: a dataset with a transform goes through the Trainer's collator."""
+        _reject_unindexable(data, f"the {role} data")
+        if isinstance(data, DataLoader):
+            return data
+        if self.transform is not None:
+            if not _is_hf_dataset(data) or _has_custom_transform(data):
+                raise DataError(
+                    f"transform= preprocesses the raw image column of a datasets.Dataset, but the {role} data is a "
+                    f"{type(data).__name__}{' with its own transform' if _is_hf_dataset(data) else ''}; drop "
+                    "SAPCallback(transform=...) and let the data yield pixel_values"
+                )
+            return data
+        if _is_hf_dataset(data) and not _has_custom_transform(data):
+            return data  # read column by column, whatever its format
+        if collate_fn is None:
+            if not _is_hf_dataset(data):
+                return data
+            from transformers import default_data_collator
+
+            collate_fn = default_data_collator
+        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
+
+    def _log(self, state: TrainerState, logs: dict[str, float]) -> None:
+        if self.trainer is not None:
+            self.trainer.log(dict(logs))
+            return
+        # What Trainer.log records, for callers without a bound Trainer.
+        entry: dict[str, Any] = dict(logs)
+        if state.epoch is not None:
+            entry["epoch"] = state.epoch
+        entry["step"] = state.global_step
+        state.log_history.append(entry)
+
+    def _write(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        corrector: ProjectionCorrector,
+        logs: dict[str, float],
+        folder: str | None,
+    ) -> Path:
+        output_dir = getattr(args, "output_dir", None)
+        if not output_dir:
+            raise ConfigError("SAPCallback writes next to the Trainer's output: set TrainingArguments(output_dir=...)")
+        target = Path(output_dir) / self.output_subdir
+        if folder is not None:
+            target = target / folder
+        target.mkdir(parents=True, exist_ok=True)
+        corrector.config.save(target)
+        report = corrector.report()
+        report["trainer"] = {"event": folder or "train_end", "global_step": state.global_step, "epoch": state.epoch}
+        report["metrics"] = dict(logs)
+        path = target / REPORT_NAME
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return target
+
+
+def _is_reporting_integration(callback: Any) -> bool:
+    """The callbacks ``report_to`` adds (TensorBoard, W&B, MLflow, ...) all live in ``transformers.integrations``."""
+    return type(callback).__module__.startswith("transformers.integrations")
+
+
+def _reject_unindexable(data: Any, name: str) -> None:
+    iterable = isinstance(data, IterableDataset) or (
+        type(data).__module__.startswith("datasets.") and type(data).__name__ == "IterableDataset"
+    )
+    if iterable:
+        raise DataError(
+            f"{name} is an iterable (streaming) dataset, which cannot revisit the trusted samples; pass a map-style "
+            "dataset (datasets.Dataset, e.g. without streaming=True, or a torch Dataset with __getitem__)"
+        )

@@ -1,0 +1,106 @@
+"""Run by tests/test_trainer_callback.py, once as a plain process and once under `accelerate launch` (2 processes).
+
+To compare the correction itself (not training, whose batches differ between 1 and 2 processes), every rank builds
+the same seeded tiny ViT, trains it identically on its own (a few full-batch SGD steps, no collectives), then fires
+``on_train_end`` exactly as ``Trainer.train()`` does: through the Trainer's callback handler, with the Trainer's own
+prepared (shuffled, sharded) train and eval dataloaders. The callback is not bound to the Trainer and is given no
+datasets, so it must find them through those dataloaders. Sizes are odd so the shards are unequal.
+
+Every rank saves what it computed to ``OUT/rank<k>.pt``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import datasets
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
+
+from hf_verifix import CorrectionConfig
+from hf_verifix.distributed import process_rank_and_count
+from hf_verifix.integrations import SAPCallback
+
+SHAPE = (3, 16, 16)
+
+
+def noisy_images(n: int, seed: int) -> datasets.Dataset:
+    """Colour- and stripe-coded 3-class images; about a quarter of the labels are replaced at random."""
+    generator = torch.Generator().manual_seed(seed)
+    clean = torch.arange(n) % 3
+    images = torch.randn(n, *SHAPE, generator=generator)
+    for c in range(3):
+        images[clean == c, c] += 1.0
+    images[clean == 0, :, ::4, :] += 1.0
+    flip = torch.rand(n, generator=generator) < 0.25
+    labels = torch.where(flip, torch.randint(0, 3, (n,), generator=generator), clean)
+    features = datasets.Features(
+        {"pixel_values": datasets.Array3D(SHAPE, "float32"), "labels": datasets.ClassLabel(num_classes=3)}
+    )
+    data = {"pixel_values": images.numpy(), "labels": labels.numpy()}
+    return datasets.Dataset.from_dict(data, features=features).with_format("torch")
+
+
+def trained_vit(train: datasets.Dataset) -> ViTForImageClassification:
+    torch.manual_seed(0)
+    config = ViTConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        image_size=16, patch_size=4, num_channels=3, num_labels=3,
+    )  # fmt: skip
+    model = ViTForImageClassification(config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    inputs, labels = train["pixel_values"][:], train["labels"][:]
+    for _ in range(5):
+        loss = F.cross_entropy(model(inputs).logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+def main(output: str) -> None:
+    torch.set_num_threads(1)
+    train, held_out = noisy_images(101, 0), noisy_images(53, 1)
+    config = CorrectionConfig(alpha=10.0, n_trusted=31, per_class=True, batch_size=8, progress=False)
+    # Fired through the Trainer's handler: a fixed α, so the weights surely change.
+    fixed = SAPCallback(config, search_alpha=False)
+    model = trained_vit(train)
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    args = TrainingArguments(
+        output_dir=str(Path(output) / "trainer"), use_cpu=True, report_to=[], per_device_train_batch_size=8,
+        per_device_eval_batch_size=8, disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=held_out, callbacks=[fixed])
+    rank, world = process_rank_and_count()
+    handler = trainer.callback_handler
+    handler.train_dataloader = trainer.get_train_dataloader()
+    handler.eval_dataloader = trainer.get_eval_dataloader()
+    trainer.control = handler.on_train_end(trainer.args, trainer.state, trainer.control)
+    # Called directly on a second copy, with the same loaders: the α search.
+    searched = SAPCallback(config, alphas=[1.0, 10.0, 1e3, 1e5], output_subdir="sap_search")
+    other = trained_vit(train)
+    searched.on_train_end(
+        trainer.args, trainer.state, trainer.control, model=other,
+        train_dataloader=handler.train_dataloader, eval_dataloader=handler.eval_dataloader,
+    )  # fmt: skip
+    assert fixed.corrector is not None and searched.corrector is not None and searched.corrector.search_result
+    entries = [entry for entry in trainer.state.log_history if "sap/trusted" in entry]
+    torch.save(
+        {
+            "world": world,
+            "trained_state": trained,
+            "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "searched_state": {k: v.detach().clone() for k, v in other.state_dict().items()},
+            "trusted": fixed.corrector.trusted_indices,
+            "curve": searched.corrector.search_result.curve,
+            "logged": [{k: v for k, v in entry.items() if not k.endswith("_s")} for entry in entries],
+            "loader_sizes": (len(handler.train_dataloader), len(handler.train_dataloader.dataset)),
+        },
+        Path(output) / f"rank{rank}.pt",
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
