@@ -463,6 +463,37 @@ class ProjectionCorrector:
             summary["alpha_search"] = result
         return summary
 
+    def write_report(
+        self,
+        output_dir: str | os.PathLike[str],
+        eval_data: Any = None,
+        clean_labels: Sequence[int] | torch.Tensor | None = None,
+        class_names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """Write a Markdown + PNG report of this correction and return the path of its ``report.md``.
+
+        The report holds the α curve, per-class accuracy and confusion matrices on ``eval_data`` before and after,
+        the trusted set's classes (and precision with ``clean_labels``), layer spectra and wall times; see
+        :func:`hf_verifix.report.write_correction_report`.
+
+        Needs matplotlib (``pip install hf_verifix[report]``). The model is left exactly as it was.
+
+        Example:
+            >>> import tempfile, torch
+            >>> from torch.utils.data import TensorDataset
+            >>> data = TensorDataset(torch.randn(20, 3), torch.randint(0, 2, (20,)))
+            >>> c = ProjectionCorrector(torch.nn.Sequential(torch.nn.Linear(3, 2)), n_trusted=8, progress=False)
+            >>> _ = c.fit(data).search_alpha(data, alphas=[10.0, 1e4])
+            >>> c.write_report(tempfile.mkdtemp(), eval_data=data).name
+            'report.md'
+        """
+        from .report import write_correction_report
+
+        return write_correction_report(
+            self, output_dir, eval_data=eval_data, clean_labels=clean_labels, class_names=class_names, **kwargs
+        )
+
     def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
         """Write the corrected model in its native format, ``correction_config.json`` and ``correction_report.json``.
 
