@@ -1,0 +1,862 @@
+"""The ``hf-verifix`` command line: ``correct``, ``evaluate``, ``select``, ``push`` and ``env``.
+
+A thin layer over the library: :mod:`hf_verifix.hub` loads the model and data, :class:`~hf_verifix.ProjectionCorrector`
+corrects, :func:`~hf_verifix.hub.save_corrected` writes the model and card, :func:`~hf_verifix.hub.push_folder`
+pushes. Exit codes: 0 success, 1 a failure while running (the message says what to do), 2 a usage error, 130
+interrupted. Under ``accelerate launch`` / ``torchrun`` every process computes its share and only the main process
+writes, prints and pushes.
+
+Example:
+    >>> main(["env"]) == 0  # doctest: +ELLIPSIS
+    hf_verifix: ...
+    True
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "environment_report", "main"]
+
+PROG = "hf-verifix"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+_EPILOG_MAIN = """\
+examples:
+  # correct a Hub model on a Hub dataset, choosing α on the validation split, and push model + card
+  hf-verifix correct --model org/vit-noisy --dataset org/noisy-images --split train \\
+      --eval-split validation --per-class --recalibrate-batchnorm \\
+      --output-dir vit-sap --push-to-hub me/vit-sap
+
+  # a local timm model folder, an image folder, training labels from a file
+  hf-verifix correct --model runs/resnet18 --dataset data/images --noisy-labels noisy.txt \\
+      --split "train[:80%]" --eval-split "train[80%:]" --alphas 1e4,3e4,1e5 --output-dir out/
+
+  hf-verifix evaluate --model out/ --dataset data/images --split test
+  hf-verifix select --model runs/resnet18 --dataset data/images --n-trusted 500 --output trusted.csv
+  hf-verifix push out/ --repo me/resnet18-sap
+  hf-verifix env            # versions for bug reports (never prints tokens)
+
+exit codes: 0 ok, 1 failed while running (see the message), 2 usage error, 130 interrupted.
+Hub access: HF_ENDPOINT, HF_TOKEN (or `hf auth login`), HF_HUB_OFFLINE=1 to use the local cache only."""
+
+_EPILOG_CORRECT = """\
+examples:
+  hf-verifix correct --model org/vit-noisy --dataset org/noisy-images --eval-split validation \\
+      --output-dir vit-sap --push-to-hub me/vit-sap
+  hf-verifix correct --model hf-hub:timm/resnet18.a1_in1k --dataset data/images --split "train[:80%]" \\
+      --eval-split "train[80%:]" --noisy-labels noisy.npy --per-class --n-trusted 500 --output-dir out/
+  hf-verifix correct --model ckpt.pth --architecture resnet18 --dataset data/images --alpha 3e4 \\
+      --output-dir out/
+
+With --eval-split, α is searched on that split (labelled like the training data: no clean labels needed) over
+--alphas (default 1e3 … 1e6) unless --alpha fixes it; the card reports the accuracy before and after. The model,
+correction_config.json, correction_report.json and README.md (model card) are written to --output-dir before any
+push, so a failed push loses nothing: retry with `hf-verifix push DIR --repo REPO`."""
+
+
+class _UsageError(Exception):
+    """A bad combination of options (exit code 2)."""
+
+
+# ---------------------------------------------------------------------------------------------------------- parser
+def _alpha_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas such as 1e3,3e4,1e6, got {text!r}"
+        ) from err
+    if not values or any(not (v > 0 and v < float("inf")) for v in values):
+        raise argparse.ArgumentTypeError(f"every α must be a finite number > 0, got {text!r}")
+    return values
+
+
+def _positive_float(text: str) -> float:
+    value = _alpha_list(text)
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(f"expected one number such as 3e4, got {text!r}")
+    return value[0]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from err
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"n\": 10}}', got {text!r}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"n\": 10}}', got {text!r}")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        required=True,
+        help="Hub ID (org/name, timm/name, hf-hub:org/name[@rev]), model folder or weights file",
+    )
+    group.add_argument("--revision", help="branch, tag or commit of a Hub model")
+    group.add_argument("--architecture", help="timm model name of a bare weights file (e.g. resnet18)")
+    group.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run Python code shipped in the model repo (off by default; only for repos you trust)",
+    )
+    group.add_argument("--cache-dir", help="Hugging Face cache folder (default: HF_HUB_CACHE / HF_HOME)")
+    group.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+
+
+def _add_data_options(parser: argparse.ArgumentParser, split_default: str, noisy: bool) -> Any:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset", required=True, help="Hub dataset ID, save_to_disk folder, image folder or .parquet/.csv file"
+    )
+    group.add_argument(
+        "--split", default=split_default, help=f"split, optionally sliced: 'train[:80%%]' (default: {split_default})"
+    )
+    group.add_argument("--image-column", help="image column (default: detected)")
+    group.add_argument("--label-column", help="label column (default: detected)")
+    if noisy:
+        labels = group.add_mutually_exclusive_group()
+        labels.add_argument(
+            "--noisy-labels",
+            metavar="FILE",
+            help="the labels the model was trained with, one per row of --split (.txt one per line, .npy, .json)",
+        )
+        labels.add_argument("--noisy-label-column", metavar="COLUMN", help="the training labels, as a column")
+    group.add_argument("--dataset-cache-dir", help="datasets cache folder (default: HF_DATASETS_CACHE)")
+    group.add_argument("--limit", type=_positive_int, help="use at most N rows of each split (a seeded random subset)")
+    group.add_argument("--batch-size", type=_positive_int, default=64, help="batch size of every pass (default: 64)")
+    group.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return group
+
+
+def _add_selection_options(parser: argparse.ArgumentParser) -> Any:
+    group = parser.add_argument_group("trusted set")
+    group.add_argument(
+        "--selector", default="loss", help="trusted-sample selector (default: loss; see hf_verifix.list_selectors())"
+    )
+    group.add_argument("--selector-kwargs", type=_json_object, help="JSON keyword arguments of the selector")
+    group.add_argument("--n-trusted", type=_positive_int, default=1000, help="size of the trusted set (default: 1000)")
+    group.add_argument("--per-class", action="store_true", help="take n_trusted / K samples from each class")
+    return group
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``hf-verifix`` argument parser (subcommands correct, evaluate, select, push, env).
+
+    Example:
+        >>> build_parser().parse_args(["push", "out", "--repo", "me/model"]).repo
+        'me/model'
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Repair image classifiers trained on noisy labels by Scaled Activation Projection (SAP, Verifix).",
+        epilog=_EPILOG_MAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    correct = commands.add_parser(
+        "correct",
+        help="correct a model and save (and push) it with its model card",
+        description="Correct a classifier trained on noisy labels; save it with a model card; optionally push it.",
+        epilog=_EPILOG_CORRECT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_options(correct)
+    data = _add_data_options(correct, "train", noisy=True)
+    data.add_argument(
+        "--eval-split",
+        help="held-out split, labelled like the training data, to choose α on and report accuracy (sliced like "
+        "--split)",
+    )
+    data.add_argument(
+        "--eval-noisy-labels",
+        metavar="FILE",
+        help="labels of --eval-split as noisy as the training labels (with --noisy-labels), one per row",
+    )
+    trusted = _add_selection_options(correct)
+    trusted.add_argument(
+        "--trusted",
+        metavar="FILE",
+        help="use these trusted row indices (from `select`, .json/.csv/.txt) instead of a selector",
+    )
+    projection = correct.add_argument_group("projection")
+    alphas = projection.add_mutually_exclusive_group()
+    alphas.add_argument("--alpha", type=_positive_float, help="apply this α (no search)")
+    alphas.add_argument(
+        "--alphas", type=_alpha_list, help="α values to search on --eval-split (default: 1e3,3e3,...,1e6)"
+    )
+    projection.add_argument(
+        "--recalibrate-batchnorm", action="store_true", help="re-estimate BatchNorm statistics on the trusted set"
+    )
+    projection.add_argument("--target-modules", nargs="+", metavar="REGEX", help="only correct layers matching these")
+    projection.add_argument(
+        "--exclude-modules", nargs="+", metavar="REGEX", help="never correct layers matching these (e.g. fc)"
+    )
+    output = correct.add_argument_group("output")
+    output.add_argument("--output-dir", help="folder for the corrected model and card (default: ./<model name>-sap)")
+    output.add_argument("--push-to-hub", metavar="REPO", help="push the output folder to this model repo (one commit)")
+    output.add_argument("--private", action="store_true", help="create the repo private")
+    output.add_argument(
+        "--overwrite", action="store_true", help="replace a model or card already in --output-dir or on the repo"
+    )
+    correct.set_defaults(handler=_cmd_correct)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="print a model's accuracy on a split",
+        description="Print a model's accuracy (JSON) on a split of a dataset.",
+        epilog="example:\n  hf-verifix evaluate --model out/ --dataset data/images --split test --output scores.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_options(evaluate)
+    _add_data_options(evaluate, "test", noisy=False)
+    evaluate.add_argument("--output", metavar="FILE", help="also write the result as JSON to FILE")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    select = commands.add_parser(
+        "select",
+        help="write the trusted samples a selector picks, with their scores",
+        description="Select trusted samples and write their row indices, scores and labels (JSON or CSV).",
+        epilog="example:\n  hf-verifix select --model runs/resnet18 --dataset data/images --per-class --n-trusted 500 "
+        "--output trusted.csv\n  hf-verifix correct ... --trusted trusted.csv   # after reviewing them",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_options(select)
+    _add_data_options(select, "train", noisy=True)
+    _add_selection_options(select)
+    select.add_argument("--output", metavar="FILE", required=True, help="output file: .json or .csv")
+    select.set_defaults(handler=_cmd_select)
+
+    push = commands.add_parser(
+        "push",
+        help="push an output folder to a Hub model repo",
+        description="Upload a folder written by `correct` to a Hub model repo in one commit.",
+        epilog="example:\n  hf-verifix push out/ --repo me/resnet18-sap --private",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    push.add_argument("folder", help="folder written by `hf-verifix correct`")
+    push.add_argument("--repo", required=True, help="model repo ID (namespace/name)")
+    push.add_argument("--overwrite", action="store_true", help="replace a model or card already on the repo")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--commit-message", help="commit message")
+    push.set_defaults(handler=_cmd_push)
+
+    env = commands.add_parser(
+        "env",
+        help="print versions and settings for bug reports (no secrets)",
+        description="Print library versions and Hub settings for a bug report. Tokens are never printed.",
+    )
+    env.add_argument("--json", action="store_true", help="print as JSON")
+    env.set_defaults(handler=_cmd_env)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------------- helpers
+def _main_process() -> bool:
+    from .distributed import is_main_process
+
+    return is_main_process()
+
+
+def _say(*parts: Any) -> None:
+    if _main_process():
+        print(*parts, flush=True)
+
+
+def _warn(message: str) -> None:
+    if _main_process():
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _device(requested: str | None) -> Any:
+    import torch
+
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from .hub import load_model
+
+    loaded = load_model(
+        args.model,
+        revision=args.revision,
+        architecture=args.architecture,
+        trust_remote_code=args.trust_remote_code,
+        cache_dir=args.cache_dir,
+    )
+    loaded.model.to(_device(args.device))
+    return loaded
+
+
+def _load_split(args: argparse.Namespace, split: str, training: bool) -> Any:
+    from .hub import load_data
+
+    return load_data(
+        args.dataset,
+        split,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        noisy_labels=getattr(args, "noisy_labels" if training else "eval_noisy_labels", None),
+        noisy_label_column=getattr(args, "noisy_label_column", None) if training else None,
+        limit=args.limit,
+        seed=args.seed,
+        cache_dir=args.dataset_cache_dir,
+    )
+
+
+def _check_labels(loaded: Any, data: Any, split: str) -> None:
+    from .errors import DataError
+
+    classes = loaded.num_classes
+    labels = data.labels()
+    if classes is not None and labels.numel() and int(labels.max()) >= classes:
+        raise DataError(
+            f"split {split!r} has labels up to {int(labels.max())} in column {data.label_column!r}, but the model "
+            f"predicts {classes} classes; pass the label column the model was trained on (--label-column)"
+        )
+
+
+def _source(loaded: Any, data: Any, batch_size: int) -> Any:
+    from .data.source import as_source
+
+    return as_source(data.dataset, loaded.model, batch_size, data.image_column, data.label_column, loaded.transform)
+
+
+def _read_trusted(path: str, data: Any) -> list[int]:
+    from .errors import DataError
+
+    source = Path(path)
+    if not source.is_file():
+        raise DataError(f"no trusted-index file at {path!r}; write one with `hf-verifix select --output FILE`")
+    text = source.read_text(encoding="utf-8")
+    try:
+        if source.suffix == ".json":
+            value = json.loads(text)
+            rows = value["indices"] if isinstance(value, dict) else value
+        elif source.suffix == ".csv":
+            reader = csv.DictReader(text.splitlines())
+            rows = [row["index"] for row in reader]
+        else:
+            rows = [line.split(",")[0] for line in text.splitlines() if line.strip()]
+        indices = [int(r) for r in rows]
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
+        raise DataError(
+            f"cannot read trusted row indices from {path!r} ({type(err).__name__}: {err}); expected `select` output "
+            "(.json with 'indices', .csv with an 'index' column) or one integer per line"
+        ) from err
+    position = {row: i for i, row in enumerate(data.rows)}
+    missing = [i for i in indices if i not in position]
+    if missing:
+        raise DataError(
+            f"{len(missing)} trusted index(es) from {path!r} (e.g. {missing[:5]}) are not among the rows used "
+            "(check --split and --limit: indices refer to rows of the split)"
+        )
+    return [position[i] for i in indices]
+
+
+def _run_quietly(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``function``; hf_verifix's warnings (e.g. layers left uncorrected) are printed as CLI warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return function(*args, **kwargs)
+        finally:
+            seen: set[str] = set()
+            for item in caught:
+                text = str(item.message)
+                if text in seen:
+                    continue
+                seen.add(text)
+                if Path(item.filename).resolve().is_relative_to(_PACKAGE_DIR):
+                    _warn(text)
+                elif not issubclass(item.category, (DeprecationWarning, PendingDeprecationWarning)):
+                    _warn(f"{item.category.__name__}: {text}")  # as Python shows them by default
+
+
+def _default_output_dir(model: str) -> Path:
+    name = Path(model.removeprefix("hf-hub:").split("@")[0].rstrip("/")).name or "model"
+    return Path(f"{Path(name).stem}-sap")
+
+
+def _format_alpha(alpha: float | None) -> str:
+    return "none" if alpha is None else f"{alpha:g}"
+
+
+def _reproduce_command(args: argparse.Namespace, loaded: Any, train: Any, alphas: list[float] | None) -> str:
+    from .hub import scrub_secrets
+
+    parts = [PROG, "correct", "--model", args.model]
+    if loaded.revision:
+        parts += ["--revision", loaded.revision]
+    if args.architecture:
+        parts += ["--architecture", args.architecture]
+    if args.trust_remote_code:
+        parts.append("--trust-remote-code")
+    parts += ["--dataset", args.dataset, "--split", args.split]
+    if args.eval_split:
+        parts += ["--eval-split", args.eval_split]
+    if args.eval_noisy_labels:
+        parts += ["--eval-noisy-labels", args.eval_noisy_labels]
+    parts += ["--image-column", train.image_column]
+    label = train.reference_column if train.reference_column else train.label_column
+    if label and (train.reference_column or not (args.noisy_labels or args.noisy_label_column)):
+        parts += ["--label-column", label]
+    if args.noisy_labels:
+        parts += ["--noisy-labels", args.noisy_labels]
+    if args.noisy_label_column:
+        parts += ["--noisy-label-column", args.noisy_label_column]
+    if args.limit:
+        parts += ["--limit", str(args.limit)]
+    if args.trusted:
+        parts += ["--trusted", args.trusted]
+    else:
+        parts += ["--selector", args.selector]
+        if args.selector_kwargs:
+            parts += ["--selector-kwargs", json.dumps(args.selector_kwargs, sort_keys=True)]
+        parts += ["--n-trusted", str(args.n_trusted)]
+        if args.per_class:
+            parts.append("--per-class")
+    if alphas is None:
+        parts += ["--alpha", _format_alpha(args.alpha)]
+    else:
+        parts += ["--alphas", ",".join(_format_alpha(a) for a in alphas)]
+    if args.recalibrate_batchnorm:
+        parts.append("--recalibrate-batchnorm")
+    if args.target_modules:
+        parts += ["--target-modules", *args.target_modules]
+    if args.exclude_modules:
+        parts += ["--exclude-modules", *args.exclude_modules]
+    parts += ["--batch-size", str(args.batch_size), "--seed", str(args.seed), "--output-dir", str(args.output_dir)]
+    return scrub_secrets(shlex.join(parts))
+
+
+def _check_selector(name: str) -> None:
+    from .selection import list_selectors
+
+    if name not in list_selectors():
+        raise _UsageError(f"--selector {name!r} is not a registered selector; choose one of {list_selectors()}")
+
+
+def _check_repo_before_work(repo_id: str, overwrite: bool) -> None:
+    """Refuse at once, before any computation, a push that cannot happen or would replace a model or card."""
+    from .hub import _PROTECTED, HubError, repo_clashes, scrub_secrets
+
+    if not _main_process():
+        return
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise HubError(
+            f"--push-to-hub {repo_id} needs the Hub, but offline mode is on (HF_HUB_OFFLINE=1); unset it, or drop "
+            "--push-to-hub and push the output folder later with `hf-verifix push DIR --repo REPO`"
+        )
+    if overwrite:
+        return
+    try:
+        clashes = repo_clashes(repo_id, list(_PROTECTED))
+    except Exception as err:  # the Hub may be back by the end: the final push reports any real failure
+        reason = scrub_secrets(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
+        _warn(f"could not check {repo_id!r} on the Hub before correcting ({reason}); correcting anyway")
+        return
+    if clashes:
+        raise HubError(
+            f"{repo_id!r} already holds {', '.join(clashes)}; pass --overwrite to replace them, or push to another "
+            "repo (checked before correcting, so nothing was computed)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------- commands
+def _cmd_correct(args: argparse.Namespace) -> int:
+    from . import CorrectionConfig, ProjectionCorrector
+    from .hub import _protected_files, is_repo_id, push_folder, save_corrected
+    from .metrics import source_accuracy
+    from .model_card import CardInfo
+
+    _check_selector(args.selector)
+    if args.eval_noisy_labels and not args.eval_split:
+        raise _UsageError("--eval-noisy-labels labels the rows of --eval-split: add --eval-split SPLIT")
+    if args.alphas and not args.eval_split:
+        raise _UsageError("--alphas needs held-out data to choose α on: add --eval-split SPLIT (or fix --alpha)")
+    if args.push_to_hub and not is_repo_id(args.push_to_hub):
+        raise _UsageError(f"--push-to-hub expects a repo ID such as me/model-sap, got {args.push_to_hub!r}")
+    if args.trusted and (args.selector_kwargs or args.per_class):
+        raise _UsageError("--trusted gives the trusted set itself; drop --selector-kwargs / --per-class")
+    args.output_dir = str(args.output_dir or _default_output_dir(args.model))
+    output = Path(args.output_dir)
+    existing = _protected_files(output) if output.is_dir() else []
+    if existing and not args.overwrite:
+        raise FileExistsError(
+            f"{str(output)!r} already holds {', '.join(existing)}; pass --overwrite to replace them, or choose "
+            "another --output-dir"
+        )
+    if args.push_to_hub:
+        _check_repo_before_work(args.push_to_hub, args.overwrite)
+    progress = not args.no_progress
+    from .distributed import process_rank_and_count
+
+    world = process_rank_and_count()[1]
+    if world > 1:
+        _say(f"running on {world} processes; only the main process writes and pushes")
+    loaded = _load_model(args)
+    train = _load_split(args, args.split, training=True)
+    _check_labels(loaded, train, args.split)
+    evaluation = None
+    if args.eval_split:
+        if args.eval_split == args.split:
+            _warn(
+                f"--eval-split is the training split {args.split!r}: α will be chosen on the data the trusted set "
+                "comes from; hold out other rows (e.g. --split 'train[:80%]' --eval-split 'train[80%:]')"
+            )
+        if (args.noisy_labels or args.noisy_label_column) and not args.eval_noisy_labels:
+            _warn(
+                f"the training labels are given separately but --eval-split {args.eval_split!r} is scored with the "
+                "dataset's own labels: if those are clean, choosing α on them uses clean labels; pass "
+                "--eval-noisy-labels FILE to score it with labels as noisy as the training ones"
+            )
+        evaluation = _load_split(args, args.eval_split, training=False)
+        _check_labels(loaded, evaluation, args.eval_split)
+        # The corrector reads every split with the training split's column names.
+        renames = {evaluation.label_column: train.label_column, evaluation.image_column: train.image_column}
+        renames = {a: b for a, b in renames.items() if a != b}
+        if renames:
+            kept = evaluation.dataset.remove_columns(
+                [b for b in renames.values() if b in evaluation.dataset.column_names]
+            )
+            evaluation.dataset = kept.rename_columns(renames)
+
+    config = CorrectionConfig(
+        n_trusted=args.n_trusted,
+        selector=args.selector,
+        selector_kwargs=args.selector_kwargs,
+        per_class=args.per_class,
+        target_modules=args.target_modules,
+        exclude_modules=args.exclude_modules,
+        recalibrate_batchnorm=args.recalibrate_batchnorm,
+        batch_size=args.batch_size,
+        image_column=train.image_column,
+        label_column=train.label_column,
+        seed=args.seed,
+        progress=progress,
+        **({"alpha": args.alpha} if args.alpha else {}),
+    )
+    trusted = _read_trusted(args.trusted, train) if args.trusted else None
+    corrector = ProjectionCorrector(loaded.model, config)
+    _run_quietly(corrector.fit, train.dataset, trusted_indices=trusted, transform=loaded.transform)
+
+    alphas: list[float] | None = None
+    before = after = None
+    if evaluation is not None and args.alpha is None:
+        alphas = list(args.alphas or config.alpha_grid)
+        result = _run_quietly(corrector.search_alpha, evaluation.dataset, alphas=alphas, transform=loaded.transform)
+        before, after = result.baseline_accuracy, result.best_accuracy
+        if result.best_alpha is None:
+            _warn("no α beat the uncorrected model on the held-out split; the weights are left unchanged")
+    else:
+        if args.alpha is None:
+            args.alpha = config.alpha
+            _warn(f"no --eval-split: applying α = {config.alpha:g} without checking it on held-out data")
+        if evaluation is not None:
+            before = source_accuracy(loaded.model, _source(loaded, evaluation, args.batch_size), progress)
+        _run_quietly(corrector.apply, args.alpha)
+        if evaluation is not None:
+            after = source_accuracy(loaded.model, _source(loaded, evaluation, args.batch_size), progress)
+
+    if not _main_process():
+        return 0
+    card = CardInfo(
+        model_name=(args.push_to_hub or output.resolve().name).split("/")[-1],
+        base_model=loaded.repo_id or args.model,
+        base_model_is_hub=loaded.repo_id is not None,
+        base_model_revision=loaded.revision,
+        library_name=loaded.library,
+        dataset=train.source,
+        dataset_is_hub=train.is_hub,
+        train_split=args.split,
+        eval_split=args.eval_split,
+        label_column=evaluation.label_column if evaluation is not None else train.label_column,
+        eval_labels=f"`{Path(args.eval_noisy_labels).name}`" if args.eval_noisy_labels else None,
+        noisy_labels=(
+            f"from `{Path(args.noisy_labels).name}`"
+            if args.noisy_labels
+            else f"column `{args.noisy_label_column}`"
+            if args.noisy_label_column
+            else None
+        ),
+        accuracy_before=before,
+        accuracy_after=after,
+        command=_reproduce_command(args, loaded, train, alphas),
+        repo_id=args.push_to_hub,
+    )
+    clean = train.labels(train.reference_column) if train.reference_column else None
+    save_corrected(
+        corrector, output, processor=loaded.processor, card_info=card, clean_labels=clean, overwrite=args.overwrite
+    )
+    if before is not None and after is not None:
+        alpha_text = _format_alpha(corrector.applied_alpha)
+        _say(f"accuracy on {args.eval_split}: {100 * before:.2f}% before, {100 * after:.2f}% after (α = {alpha_text})")
+    else:
+        _say(f"applied α = {_format_alpha(corrector.applied_alpha)} (not evaluated: no --eval-split)")
+    _say(f"saved the corrected model and its card to {output}")
+    if args.push_to_hub:
+        alpha_text = _format_alpha(corrector.applied_alpha)
+        url = push_folder(
+            output,
+            args.push_to_hub,
+            overwrite=args.overwrite,
+            private=True if args.private else None,
+            commit_message=f"Upload SAP-corrected {card.base_model} (α = {alpha_text}, hf_verifix)",
+        )
+        _say(f"pushed to {args.push_to_hub}: {url}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .metrics import source_accuracy
+
+    loaded = _load_model(args)
+    data = _load_split(args, args.split, training=False)
+    _check_labels(loaded, data, args.split)
+    accuracy = source_accuracy(loaded.model, _source(loaded, data, args.batch_size), not args.no_progress)
+    result = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "split": args.split,
+        "label_column": data.label_column,
+        "samples": data.num_rows,
+        "accuracy": accuracy,
+    }
+    if _main_process():
+        text = json.dumps(result, indent=2)
+        if args.output:
+            _write_text(Path(args.output), text + "\n")
+        print(text, flush=True)
+    return 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from .selection import get_selector
+
+    _check_selector(args.selector)
+    output = Path(args.output)
+    if output.suffix not in (".json", ".csv"):
+        raise _UsageError(f"--output must end in .json or .csv, got {args.output!r}")
+    loaded = _load_model(args)
+    data = _load_split(args, args.split, training=True)
+    _check_labels(loaded, data, args.split)
+    from .errors import DataError
+
+    if args.n_trusted > data.num_rows:
+        raise DataError(f"--n-trusted {args.n_trusted} is larger than the data ({data.num_rows} rows); lower it")
+    selector = get_selector(args.selector, **(args.selector_kwargs or {}))
+    source = _source(loaded, data, args.batch_size)
+    selection = _run_quietly(
+        selector.select, loaded.model, source, args.n_trusted, args.per_class, args.seed, not args.no_progress
+    )
+    if not _main_process():
+        return 0
+    chosen = [int(i) for i in selection.indices.tolist()]
+    rows = [data.rows[i] for i in chosen]
+    scores = [float(selection.scores[i]) for i in chosen]
+    labels = [int(selection.labels[i]) for i in chosen]
+    if output.suffix == ".json":
+        payload = {
+            "model": args.model,
+            "dataset": args.dataset,
+            "split": args.split,
+            "label_column": data.label_column,
+            "selector": args.selector,
+            "selector_kwargs": args.selector_kwargs,
+            "n_trusted": args.n_trusted,
+            "per_class": args.per_class,
+            "seed": args.seed,
+            "score": "lower is more trusted",
+            "indices": rows,
+            "scores": scores,
+            "labels": labels,
+        }
+        _write_text(output, json.dumps(payload, indent=2) + "\n")
+    else:
+        lines = [
+            "index,score,label",
+            *(f"{r},{s!r},{label}" for r, s, label in zip(rows, scores, labels, strict=True)),
+        ]
+        _write_text(output, "\n".join(lines) + "\n")
+    _say(f"wrote {len(rows)} trusted row indices ({args.selector}, lower score = more trusted) to {output}")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import is_repo_id, push_folder
+
+    if not is_repo_id(args.repo):
+        raise _UsageError(f"--repo expects a repo ID such as me/model-sap, got {args.repo!r}")
+    url = push_folder(
+        args.folder,
+        args.repo,
+        overwrite=args.overwrite,
+        private=True if args.private else None,
+        commit_message=args.commit_message,
+    )
+    _say(f"pushed {args.folder} to {args.repo}: {url}")
+    return 0
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment_report() -> dict[str, str]:
+    """Versions and Hub settings for a bug report; a token is reported as set or not, never shown.
+
+    Example:
+        >>> "huggingface_hub" in environment_report()
+        True
+    """
+    from . import __version__
+    from .hub import resolve_endpoint, scrub_secrets
+
+    report = {
+        "hf_verifix": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    for package in (
+        "torch",
+        "torchvision",
+        "timm",
+        "transformers",
+        "accelerate",
+        "datasets",
+        "evaluate",
+        "huggingface_hub",
+        "safetensors",
+        "numpy",
+        "matplotlib",
+    ):
+        report[package] = _version(package)
+    try:
+        import torch
+
+        report["cuda"] = (
+            f"{torch.version.cuda} ({torch.cuda.device_count()} device(s))"
+            if torch.cuda.is_available()
+            else "not available"
+        )
+    except Exception as err:  # a broken torch install is exactly what a bug report needs to show
+        report["cuda"] = f"unknown ({type(err).__name__})"
+    report["HF_ENDPOINT"] = resolve_endpoint()
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "WORLD_SIZE"):
+        report[name] = os.environ.get(name, "unset")
+    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        report["hub token"] = "set (environment)"
+    else:
+        try:
+            from huggingface_hub import get_token
+
+            report["hub token"] = "set (stored login)" if get_token() else "not set"
+        except Exception:
+            report["hub token"] = "unknown"
+    return {key: scrub_secrets(value) for key, value in report.items()}
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    report = environment_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        width = max(map(len, report))
+        for key, value in report.items():
+            print(f"{key + ':':<{width + 1}} {value}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hf-verifix`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code instead of exiting.
+
+    Exit codes: 0 success; 1 a failure while running (the message on stderr says what to do; ``--debug`` adds the
+    traceback); 2 a usage error (including option values the configuration rejects); 130 interrupted.
+
+    Example:
+        >>> main(["push", "out", "--repo", "not a repo"])
+        2
+    """
+    from .errors import ConfigError
+    from .hub import scrub_secrets
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exit:  # --help (0) or a usage error (2): argparse already printed why
+        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 2)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args))
+    except _UsageError as err:
+        print(f"{PROG} {args.command}: error: {scrub_secrets(str(err))}", file=sys.stderr, flush=True)
+        return 2
+    except ConfigError as err:  # an option value the configuration rejects (unknown selector, seed < 0...)
+        print(f"{PROG} {args.command}: error: {scrub_secrets(str(err))}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as err:
+        from .errors import VerifixError
+
+        known = isinstance(err, (VerifixError, OSError))
+        message = str(err) if known else f"{type(err).__name__}: {err}"
+        print(f"{PROG} {args.command}: error: {scrub_secrets(message)}", file=sys.stderr, flush=True)
+        if args.debug:
+            print(scrub_secrets("".join(traceback.format_exception(err))), file=sys.stderr, flush=True)
+        elif not known:
+            print(f"{PROG}: run with --debug for the traceback", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

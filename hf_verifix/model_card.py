@@ -1,0 +1,403 @@
+"""The model card of a corrected model: metadata (base model, datasets, before/after accuracy) and its text.
+
+:func:`render_model_card` fills the Jinja template ``model_cards/verifix_model_card.md`` with
+``huggingface_hub.ModelCard.from_template`` from a correction report (:meth:`ProjectionCorrector.report`) and a
+:class:`CardInfo`; :func:`write_model_card` writes it as ``README.md`` next to the model, with the α-search curve
+as ``alpha_search.png`` (drawn with matplotlib when it is installed).
+
+Example:
+    >>> from hf_verifix.model_card import PLOT_NAME
+    >>> PLOT_NAME
+    'alpha_search.png'
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CARD_NAME",
+    "PLOT_NAME",
+    "TEMPLATE_NAME",
+    "CardInfo",
+    "default_template",
+    "plot_alpha_search",
+    "render_model_card",
+    "write_model_card",
+]
+
+CARD_NAME = "README.md"
+PLOT_NAME = "alpha_search.png"
+TEMPLATE_NAME = "verifix_model_card.md"
+
+_REPO_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / TEMPLATE_NAME
+
+
+@dataclass
+class CardInfo:
+    """What the model card says beyond the correction report: where the model and data came from, the scores.
+
+    Args:
+        model_name: Name of the corrected model (the ``model-index`` name; usually the repo name).
+        base_model: The uncorrected model: a Hub ID (goes into the card's ``base_model`` metadata) or a local path.
+        base_model_is_hub: Whether ``base_model`` is a Hub ID.
+        base_model_revision: The commit of the base model that was corrected.
+        library_name: ``"transformers"`` or ``"timm"`` (the format the weights are saved in).
+        dataset: The data the trusted set was chosen from: a Hub ID or a local path.
+        dataset_is_hub: Whether ``dataset`` is a Hub ID (goes into the card's ``datasets`` metadata).
+        train_split: Split the trusted set was chosen from.
+        eval_split: Held-out split α was chosen on and the accuracies were measured on.
+        label_column: Label column of the data.
+        eval_labels: Where the held-out labels came from when not ``label_column`` (e.g. a file of noisy labels).
+        noisy_labels: Where the training labels came from when not ``label_column`` (a file or column).
+        accuracy_before: Accuracy of the uncorrected model on ``eval_split``.
+        accuracy_after: Accuracy of the corrected model on ``eval_split``.
+        command: The shell command that reproduces the correction.
+        repo_id: The Hub repo the corrected model goes to (for the usage snippet).
+
+    Example:
+        >>> CardInfo(model_name="vit-sap", accuracy_before=0.8, accuracy_after=0.85).has_scores
+        True
+    """
+
+    model_name: str
+    base_model: str | None = None
+    base_model_is_hub: bool = False
+    base_model_revision: str | None = None
+    library_name: str | None = None
+    dataset: str | None = None
+    dataset_is_hub: bool = False
+    train_split: str | None = None
+    eval_split: str | None = None
+    label_column: str | None = None
+    eval_labels: str | None = None
+    noisy_labels: str | None = None
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    command: str | None = None
+    repo_id: str | None = None
+
+    @property
+    def has_scores(self) -> bool:
+        """Whether both the before and after accuracies are known.
+
+        Example:
+            >>> CardInfo(model_name="m").has_scores
+            False
+        """
+        return self.accuracy_before is not None and self.accuracy_after is not None
+
+
+def default_template() -> str:
+    """Return the text of the card template: the packaged copy, or ``model_cards/`` of a source checkout.
+
+    Raises:
+        FileNotFoundError: Neither exists (a broken install); pass ``template_path=`` to :func:`render_model_card`.
+
+    Example:
+        >>> default_template().startswith("---\\n{{ card_data }}\\n---")
+        True
+    """
+    packaged = resources.files("hf_verifix").joinpath("model_cards", TEMPLATE_NAME)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    if _REPO_TEMPLATE.is_file():
+        return _REPO_TEMPLATE.read_text(encoding="utf-8")
+    raise FileNotFoundError(
+        f"the model card template {TEMPLATE_NAME} is neither packaged with hf_verifix nor at {_REPO_TEMPLATE}; "
+        "reinstall hf_verifix, or pass template_path= to render_model_card"
+    )
+
+
+def _format_alpha(alpha: float) -> str:
+    return f"{alpha:.0e}".replace("e+0", "e").replace("e+", "e") if alpha >= 1e3 else f"{alpha:g}"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def plot_alpha_search(
+    curve: dict[float, float], baseline: float, best_alpha: float | None, path: str | os.PathLike[str]
+) -> Path | None:
+    """Draw accuracy against α (log scale) with the uncorrected model's accuracy as a line; save a PNG at ``path``.
+
+    matplotlib is imported here and draws with its Agg canvas (no pyplot, no GUI). Returns None (and writes
+    nothing) when matplotlib is not installed or the curve is empty. The PNG is written atomically.
+
+    Example:
+        >>> import tempfile, os
+        >>> png = plot_alpha_search({1e3: 0.5, 1e4: 0.7}, 0.6, 1e4, os.path.join(tempfile.mkdtemp(), "a.png"))
+        >>> png is None or png.read_bytes()[:4] == b"\\x89PNG"
+        True
+    """
+    if not curve or importlib.util.find_spec("matplotlib") is None:
+        return None
+    # The Agg canvas on a bare Figure: no pyplot, so no global backend switch or GUI in the caller's process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    alphas = sorted(curve)
+    figure = Figure(figsize=(6, 3.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    axes.plot(alphas, [100 * curve[a] for a in alphas], marker="o", label="corrected (SAP)")
+    axes.axhline(100 * baseline, color="gray", linestyle="--", label="uncorrected")
+    if best_alpha is not None and best_alpha in curve:
+        axes.plot(
+            [best_alpha],
+            [100 * curve[best_alpha]],
+            marker="*",
+            markersize=14,
+            color="C3",
+            linestyle="none",
+            label=f"chosen α = {_format_alpha(best_alpha)}",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("α")
+    axes.set_ylabel("held-out accuracy (%)")
+    axes.set_title("α search")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    target = Path(path)
+    _write_atomic(target, buffer.getvalue())
+    return target
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _usage_code(info: CardInfo) -> str:
+    where = info.repo_id or "path/to/this/model"
+    if info.library_name == "timm":
+        prefix = "hf-hub:" if info.repo_id else "local-dir:"
+        return f'import timm\n\nmodel = timm.create_model("{prefix}{where}", pretrained=True).eval()'
+    return (
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification\n\n"
+        f'model = AutoModelForImageClassification.from_pretrained("{where}")\n'
+        f'processor = AutoImageProcessor.from_pretrained("{where}")  # when the repo has one'
+    )
+
+
+def _eval_results(info: CardInfo, applied_alpha: float | None) -> list[Any] | None:
+    if not info.has_scores:
+        return None
+    from huggingface_hub import EvalResult
+
+    dataset = info.dataset if info.dataset_is_hub and info.dataset else Path(info.dataset or "data").name
+    after = f"Accuracy after SAP (α = {_format_alpha(applied_alpha)})" if applied_alpha else "Accuracy after SAP"
+    common = dict(
+        task_type="image-classification",
+        task_name="Image Classification",
+        dataset_type=dataset,
+        dataset_name=dataset,
+        dataset_split=info.eval_split,
+        metric_type="accuracy",
+    )
+    return [
+        EvalResult(**common, metric_value=float(info.accuracy_before), metric_name="Accuracy before SAP"),  # type: ignore[arg-type]
+        EvalResult(**common, metric_value=float(info.accuracy_after), metric_name=after),  # type: ignore[arg-type]
+    ]
+
+
+def _trusted_text(trusted: dict[str, Any]) -> str:
+    lines = [f"{trusted.get('count', 0)} samples, chosen by `{trusted.get('selector', '?')}`."]
+    counts = trusted.get("class_counts")
+    if counts:
+        shown = ", ".join(f"{k}: {c}" for k, c in enumerate(counts))
+        lines.append(f"Samples per (training) label: {shown}.")
+    precision = trusted.get("precision")
+    if isinstance(precision, (int, float)):
+        lines.append(
+            f"Fraction of the trusted samples whose training label was correct (known here because the clean "
+            f"labels were available): {_percent(float(precision))}."
+        )
+    return " ".join(lines)
+
+
+def _settings_rows(config: dict[str, Any], report: dict[str, Any], info: CardInfo) -> list[tuple[str, str]]:
+    applied = report.get("applied_alpha")
+    rows = [
+        ("α (applied)", _format_alpha(applied) if applied else "none (the uncorrected model scored best)"),
+        (
+            "selector",
+            f"`{config.get('selector')}`" + (f" {config['selector_kwargs']}" if config.get("selector_kwargs") else ""),
+        ),
+        ("N_trust (requested)", str(config.get("n_trusted"))),
+        ("balanced per class", "yes" if config.get("per_class") else "no"),
+        ("BatchNorm recalibration", "yes" if config.get("recalibrate_batchnorm") else "no"),
+        (
+            "target layers",
+            ", ".join(f"`{p}`" for p in config["target_modules"])
+            if config.get("target_modules")
+            else "every `Linear` and `Conv2d`",
+        ),
+        (
+            "excluded layers",
+            ", ".join(f"`{p}`" for p in config["exclude_modules"]) if config.get("exclude_modules") else "none",
+        ),
+        ("batch size", str(config.get("batch_size"))),
+        ("seed", str(config.get("seed"))),
+    ]
+    if info.train_split:
+        rows.append(("trusted set drawn from", f"split `{info.train_split}`"))
+    if info.noisy_labels:
+        rows.append(("training labels", info.noisy_labels))
+    return rows
+
+
+def render_model_card(
+    report: dict[str, Any],
+    info: CardInfo,
+    template_path: str | os.PathLike[str] | None = None,
+    plot_file: str | None = None,
+) -> Any:
+    """Return the ``huggingface_hub.ModelCard`` of a correction.
+
+    Args:
+        report: :meth:`ProjectionCorrector.report` of the correction (config, trusted set, layers, α search).
+        info: Provenance and scores; before/after accuracies become ``eval_results`` (the card's ``model-index``).
+        template_path: A Jinja template starting with ``---\\n{{ card_data }}\\n---`` (default: the packaged one).
+        plot_file: File name of the α-search PNG next to the card, shown in it (None: not drawn).
+
+    Example:
+        >>> report = {"config": {"selector": "loss", "n_trusted": 2}, "applied_alpha": 3e4,
+        ...           "trusted": {"count": 2, "selector": "loss", "class_counts": [1, 1]},
+        ...           "layers": {"fc": {"rows": 2, "dim": 4}}, "skipped_layers": {}}
+        >>> card = render_model_card(report, CardInfo("demo", accuracy_before=0.5, accuracy_after=0.75))
+        >>> [r.metric_value for r in card.data.eval_results]
+        [0.5, 0.75]
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from . import __version__
+
+    config = report.get("config", {})
+    applied = report.get("applied_alpha")
+    search = report.get("alpha_search")
+    card_data = ModelCardData(
+        model_name=info.model_name,
+        base_model=info.base_model if info.base_model_is_hub else None,
+        datasets=[info.dataset] if info.dataset_is_hub and info.dataset else None,
+        library_name=info.library_name,
+        pipeline_tag="image-classification",
+        tags=["hf-verifix", "noisy-labels", "label-noise", "scaled-activation-projection", "image-classification"],
+        eval_results=_eval_results(info, applied),
+    )
+    base = info.base_model or "a classifier"
+    if info.base_model_is_hub:
+        revision = f" (revision `{info.base_model_revision[:12]}`)" if info.base_model_revision else ""
+        base_text = f"[{base}](https://huggingface.co/{base}){revision}"
+    else:
+        base_text = f"`{base}`"
+    dataset = info.dataset or "the held-out data"
+    eval_text = f"`{dataset}`" + (f", split `{info.eval_split}`" if info.eval_split else "")
+    if info.eval_labels:
+        label_note = (
+            f"The held-out labels come from {info.eval_labels}, as noisy as the training labels: these accuracies "
+            "are measured against noisy labels, and α was chosen on them."
+        )
+    else:
+        label_note = (
+            "The held-out labels are the data's own labels"
+            + (f" (column `{info.label_column}`)" if info.label_column else "")
+            + ", used as given to choose α: if they are noisy like the training labels, these accuracies are "
+            "measured against noisy labels."
+        )
+    accuracy_rows = (
+        [("uncorrected", _percent(info.accuracy_before)), ("corrected (SAP)", _percent(info.accuracy_after))]
+        if info.has_scores
+        else []
+    )
+    alpha_rows: list[tuple[str, str]] = []
+    search_text = ""
+    if search:
+        curve = {float(a): float(v) for a, v in search.get("curve", {}).items()}
+        best = search.get("best_alpha")
+        alpha_rows = [
+            (_format_alpha(a) + (" (chosen)" if best is not None and a == float(best) else ""), _percent(v))
+            for a, v in sorted(curve.items())
+        ]
+        search_text = (
+            f"{len(curve)} values of α were tried on the held-out data; "
+            + (
+                f"α = {_format_alpha(float(best))} scored best and was applied."
+                if best is not None
+                else "none beat the uncorrected model, so the weights were left unchanged."
+            )
+            + f" Uncorrected: {_percent(search.get('baseline_accuracy'))}."
+        )
+    layers = report.get("layers", {})
+    library = {"transformers": "transformers", "timm": "timm"}.get(info.library_name or "", "safetensors")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path) if template_path is not None else None,
+        template_str=None if template_path is not None else default_template(),
+        model_name=info.model_name,
+        version=__version__,
+        base_model_text=base_text,
+        library_text=library,
+        eval_text=eval_text,
+        label_note=label_note,
+        accuracy_rows=accuracy_rows,
+        alpha_text=_format_alpha(applied) if applied else "none",
+        alpha_rows=alpha_rows,
+        search_text=search_text,
+        plot_file=plot_file,
+        plot_missing_reason="matplotlib is not installed (pip install matplotlib)",
+        settings_rows=_settings_rows(config, report, info),
+        trusted_text=_trusted_text(report.get("trusted", {})),
+        layers_corrected=[(n, v.get("rows"), v.get("dim")) for n, v in layers.items()],
+        layers_skipped=sorted(report.get("skipped_layers", {}).items()),
+        usage_code=_usage_code(info),
+        command=info.command,
+    )
+
+
+def write_model_card(
+    folder: str | os.PathLike[str],
+    report: dict[str, Any],
+    info: CardInfo,
+    template_path: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write ``README.md`` (and ``alpha_search.png`` when there was an α search) into ``folder``; return the card path.
+
+    Each file is written to a temporary name and moved into place, so an interruption leaves no half-written file.
+
+    Example:
+        >>> import uuid
+        >>> report = {"config": {}, "applied_alpha": 1e4, "trusted": {"count": 1, "selector": "loss"},
+        ...           "layers": {"fc": {"rows": 1, "dim": 2}}, "skipped_layers": {}}
+        >>> import tempfile
+        >>> write_model_card(tempfile.mkdtemp(), report, CardInfo("demo")).name
+        'README.md'
+    """
+    target = Path(folder)
+    search = report.get("alpha_search")
+    plot = None
+    if search and search.get("curve"):
+        curve = {float(a): float(v) for a, v in search["curve"].items()}
+        best = search.get("best_alpha")
+        plot = plot_alpha_search(curve, float(search["baseline_accuracy"]), best, target / PLOT_NAME)
+    card = render_model_card(report, info, template_path, plot_file=PLOT_NAME if plot is not None else None)
+    path = target / CARD_NAME
+    _write_atomic(path, str(card).encode("utf-8"))
+    return path
