@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..errors import ConfigError, LayerError
+from ..config import _valid_patterns
+from ..errors import LayerError
 
 __all__ = ["LayerSelection", "find_target_layers"]
 
@@ -57,28 +58,6 @@ def _unsupported_reason(module: nn.Module) -> str | None:
 
 def _matches(name: str, patterns: list[str] | None) -> bool:
     return bool(patterns) and any(re.fullmatch(p, name) for p in patterns or ())
-
-
-def _patterns(value: list[str] | str | None, name: str) -> list[str] | None:
-    """Validate ``target_modules``/``exclude_modules`` (a lone string is one pattern, not a list of characters)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
-        raise ConfigError(
-            f"{name} must be a list of regular expressions over layer names (e.g. ['fc']) or None, got "
-            f"{value!r} ({type(value).__name__})"
-        )
-    for pattern in value:
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            raise ConfigError(
-                f"{name} entry {pattern!r} is not a valid regular expression ({err}); escape special characters "
-                "with re.escape or fix the pattern"
-            ) from err
-    return list(value)
 
 
 def _listing(names: list[str], limit: int = 20) -> str:
@@ -140,8 +119,8 @@ def find_target_layers(
         >>> list(find_target_layers(model, exclude_modules=["2"]).targets)
         ['0']
     """
-    target_modules = _patterns(target_modules, "target_modules")
-    exclude_modules = _patterns(exclude_modules, "exclude_modules")
+    target_modules = _valid_patterns(target_modules, "target_modules")
+    exclude_modules = _valid_patterns(exclude_modules, "exclude_modules")
     parent_skips = _skipped_by_parent(model)
     shared = _shared_weights(model)
     selection = LayerSelection()
