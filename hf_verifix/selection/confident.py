@@ -18,7 +18,8 @@ from ..distributed import sum_across_processes
 from ..errors import ConfigError, DataError
 from ..models.forward import evaluation_mode, model_device
 from .base import Selection, lowest_scores, register_selector
-from .curvature import _batch_logits, _check_n_trusted
+from .curvature import _check_n_trusted
+from .loss import checked_logits
 from .simple import _source_labels
 
 __all__ = ["ConfidentSelector", "confident_scores", "model_probabilities"]
@@ -113,7 +114,7 @@ def model_probabilities(
     labels = torch.zeros(len(source), dtype=torch.long)
     with evaluation_mode(model), torch.no_grad():
         for batch in source.batches(desc="scoring (confident)", progress=progress):
-            logits = _batch_logits(model, batch.inputs.to(device), batch)
+            logits = checked_logits(model, batch.inputs.to(device), batch)
             if probs is None:
                 probs = torch.zeros(len(source), logits.shape[-1], dtype=torch.float64)
             probs[batch.indices] = logits.double().softmax(dim=-1).cpu()

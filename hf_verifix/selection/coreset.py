@@ -12,8 +12,9 @@ from ..data.source import SampleSource
 from ..distributed import max_across_processes, sum_across_processes
 from ..errors import ConfigError, DataError, LayerError, NumericalError
 from ..facility_location import _assign, _greedy, _Similarity
-from ..models.forward import evaluation_mode, logits_of, model_device
+from ..models.forward import evaluation_mode, model_device
 from .base import Selection, lowest_scores, register_selector
+from .loss import checked_logits
 
 __all__ = ["CoresetSelector", "gradient_proxies"]
 
@@ -85,21 +86,9 @@ def gradient_proxies(
             for batch in source.batches(desc="scoring (coreset)", progress=progress):
                 if tracker is not None:
                     tracker.last = None
-                logits = logits_of(model(batch.inputs.to(device))).float()
+                logits = checked_logits(model, batch.inputs.to(device), batch)
                 size = batch.labels.shape[0]
-                if logits.dim() != 2 or logits.shape[0] != size:
-                    raise DataError(
-                        f"the model returned logits of shape {tuple(logits.shape)} for a batch of {size} samples; "
-                        f"expected ({size}, num_classes): pass batched inputs and a classifier with one row of "
-                        "logits per sample"
-                    )
                 num_classes = logits.shape[1]
-                bad = (batch.labels < 0) | (batch.labels >= num_classes)
-                if bad.any():
-                    raise DataError(
-                        f"labels must be in [0, {num_classes}) for a model with {num_classes} outputs, got "
-                        f"{batch.labels[bad][:5].tolist()} (samples {batch.indices[bad][:5].tolist()}); remap them"
-                    )
                 if not torch.isfinite(logits).all():
                     raise NumericalError(
                         f"the logits of some of samples {batch.indices[:5].tolist()}... are NaN/Inf; check the inputs "

@@ -21,9 +21,9 @@ from torch import nn
 from ..data.source import Batch, SampleSource
 from ..distributed import max_across_processes, sum_across_processes
 from ..errors import ConfigError, DataError, NumericalError
-from ..models.forward import evaluation_mode, logits_of, model_device
+from ..models.forward import evaluation_mode, model_device
 from .base import Selection, lowest_scores, register_selector
-from .loss import _forward, _non_finite_message
+from .loss import _non_finite_message, checked_logits
 
 __all__ = ["CurvatureSelector", "per_sample_curvature"]
 
@@ -64,32 +64,11 @@ def _rademacher(batch: Batch, n: int, seed: int, generator: torch.Generator, dev
     return torch.stack(draws)
 
 
-def _batch_logits(model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Run ``model`` on ``inputs`` and return float logits, checking their shape and the batch's label range."""
-    logits = logits_of(_forward(model, inputs, batch.indices)).float()
-    if logits.dim() != 2 or logits.shape[0] != batch.labels.shape[0]:
-        raise DataError(
-            f"the model returned logits of shape {tuple(logits.shape)} for a batch of {batch.labels.shape[0]} "
-            f"samples with inputs of shape {tuple(batch.inputs.shape)}; expected ({batch.labels.shape[0]}, "
-            "num_classes). Pass batched inputs the model accepts and a classifier that returns one row of logits "
-            "per sample"
-        )
-    num_classes = logits.shape[-1]
-    bad = (batch.labels < 0) | (batch.labels >= num_classes)
-    if bad.any():
-        raise DataError(
-            f"labels must be in [0, {num_classes}) for a model with {num_classes} outputs, got "
-            f"{batch.labels[bad][:5].tolist()} (samples {batch.indices[bad][:5].tolist()}); remap the labels to "
-            f"0..{num_classes - 1} or use a model with one output per class"
-        )
-    return logits
-
-
 def _input_gradient(
     model: nn.Module, x: torch.Tensor, shifted: torch.Tensor, labels: torch.Tensor, batch: Batch
 ) -> tuple[torch.Tensor, int]:
     """Return ``∇_x Σ_i L(shifted_i, y_i)`` (row ``i`` is sample ``i``'s own gradient) and the class count."""
-    logits = _batch_logits(model, shifted, batch)
+    logits = checked_logits(model, shifted, batch)
     losses = F.cross_entropy(logits, labels, reduction="none")
     finite = torch.isfinite(losses).cpu()
     if not finite.all():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.source import SampleSource
+from ..data.source import Batch, SampleSource
 from ..distributed import max_across_processes, sum_across_processes
 from ..errors import DataError, NumericalError
 from ..models.forward import evaluation_mode, logits_of, model_device, model_input_channels
@@ -34,22 +34,8 @@ def per_sample_losses(
     num_classes = 0
     with evaluation_mode(model), torch.no_grad():
         for batch in source.batches(desc="scoring (loss)", progress=progress):
-            logits = logits_of(_forward(model, batch.inputs.to(device), batch.indices)).float()
-            if logits.dim() != 2 or logits.shape[0] != batch.labels.shape[0]:
-                raise DataError(
-                    f"the model returned logits of shape {tuple(logits.shape)} for a batch of "
-                    f"{batch.labels.shape[0]} samples with inputs of shape {tuple(batch.inputs.shape)}; expected "
-                    f"({batch.labels.shape[0]}, num_classes). Pass batched inputs the model accepts and a classifier "
-                    "that returns one row of logits per sample"
-                )
+            logits = checked_logits(model, batch.inputs.to(device), batch)
             num_classes = logits.shape[-1]
-            bad = (batch.labels < 0) | (batch.labels >= num_classes)
-            if bad.any():
-                raise DataError(
-                    f"labels must be in [0, {num_classes}) for a model with {num_classes} outputs, got "
-                    f"{batch.labels[bad][:5].tolist()} (samples {batch.indices[bad][:5].tolist()}); remap the "
-                    f"labels to 0..{num_classes - 1} or correct a model with one output per class"
-                )
             loss = F.cross_entropy(logits, batch.labels.to(logits.device), reduction="none")
             finite = torch.isfinite(loss).cpu()
             if not finite.all():
@@ -57,6 +43,33 @@ def per_sample_losses(
             losses[batch.indices] = loss.double().cpu()
             labels[batch.indices] = batch.labels
     return sum_across_processes(losses), sum_across_processes(labels), max_across_processes(num_classes)
+
+
+def checked_logits(model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Run ``model`` on ``inputs`` and return float logits, checking their shape and the batch's label range.
+
+    Example:
+        >>> batch = Batch(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([0, 1]))
+        >>> checked_logits(nn.Linear(3, 2), batch.inputs, batch).shape
+        torch.Size([2, 2])
+    """
+    logits = logits_of(_forward(model, inputs, batch.indices)).float()
+    if logits.dim() != 2 or logits.shape[0] != batch.labels.shape[0]:
+        raise DataError(
+            f"the model returned logits of shape {tuple(logits.shape)} for a batch of {batch.labels.shape[0]} "
+            f"samples with inputs of shape {tuple(batch.inputs.shape)}; expected ({batch.labels.shape[0]}, "
+            "num_classes). Pass batched inputs the model accepts and a classifier that returns one row of logits "
+            "per sample"
+        )
+    num_classes = logits.shape[-1]
+    bad = (batch.labels < 0) | (batch.labels >= num_classes)
+    if bad.any():
+        raise DataError(
+            f"labels must be in [0, {num_classes}) for a model with {num_classes} outputs, got "
+            f"{batch.labels[bad][:5].tolist()} (samples {batch.indices[bad][:5].tolist()}); remap the labels to "
+            f"0..{num_classes - 1} or use a model with one output per class"
+        )
+    return logits
 
 
 def _forward(model: nn.Module, inputs: torch.Tensor, indices: torch.Tensor) -> object:
