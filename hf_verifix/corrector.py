@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -28,6 +26,7 @@ from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .projection.spectrum import Spectrum, decompose
 from .projection.update import LayerProjection
 from .selection.base import Selection, TrustedSelector, get_selector, trusted_set_quality
+from .staging import staged_directory
 from .statistics.gram import collect_grams
 from .statistics.layers import find_target_layers
 
@@ -511,21 +510,11 @@ class ProjectionCorrector:
             ['correction_config.json', 'correction_report.json', 'model.safetensors']
         """
         self._require_fit()
-        target = Path(save_directory)
-        target.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".verifix-", dir=target))
-        try:
+        with staged_directory(save_directory) as staging:
             save_model(self.model, staging)
             self.config.save(staging)
             (staging / REPORT_NAME).write_text(json.dumps(self.report(), indent=2) + "\n", encoding="utf-8")
-            for item in sorted(staging.rglob("*")):
-                if item.is_file():
-                    destination = target / item.relative_to(staging)
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(item, destination)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return Path(save_directory)
 
 
 def _decomposed_once(gram: torch.Tensor, name: str) -> Spectrum:

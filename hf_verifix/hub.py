@@ -28,8 +28,6 @@ import json
 import os
 import re
 import shlex
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ from .data.source import _IMAGE_COLUMNS, _LABEL_COLUMNS, _column
 from .distributed import is_main_process
 from .errors import DataError, VerifixError
 from .model_card import CardInfo, write_model_card
+from .staging import staged_directory
 
 __all__ = [
     "HubError",
@@ -854,21 +853,13 @@ def save_corrected(
     from .corrector import REPORT_NAME
 
     report = corrector.report(clean_labels=clean_labels) if clean_labels is not None else corrector.report()
-    staging = Path(tempfile.mkdtemp(prefix=".verifix-", dir=target))
-    try:
+    with staged_directory(target) as staging:
         if processor is not None and hasattr(processor, "save_pretrained"):
             processor.save_pretrained(staging)
         if clean_labels is not None:
             (staging / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if card_info is not None:
             write_model_card(staging, report, card_info, template_path)
-        for item in sorted(staging.rglob("*")):
-            if item.is_file():
-                destination = target / item.relative_to(staging)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(item, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
