@@ -24,7 +24,6 @@ Run:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import resource
@@ -33,31 +32,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import timm
 import torch
 import torch.nn.functional as F
+
+# Run as a script from benchmarks/, so the sibling benchmark imports directly; it loads the example the same way.
+from fashion_mnist_sap import load_example
 from torch import nn
 from torch.utils.data import TensorDataset
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_PATH = ROOT / "examples" / "fashion_mnist_sap.py"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 METHODS = ("streamed", "reference")
 REFERENCE_MAX_ROWS = 50_000
-
-
-def load_example() -> ModuleType:
-    """Import ``examples/fashion_mnist_sap.py`` as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("fashion_mnist_sap_example", EXAMPLE_PATH)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import the example {EXAMPLE_PATH}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
