@@ -247,7 +247,9 @@ class ProjectionCorrector:
         modules = dict(self.model.named_modules())
         self._original_weights = {n: modules[n].weight.detach().clone() for n in self.projections}
         self._original_buffers = {
-            n: b.detach().clone() for n, b in self.model.named_buffers() if self._is_batchnorm_buffer(n)
+            f"{prefix}.{n}" if prefix else n: b.detach().clone()
+            for prefix, layer in self._batchnorm_layers_by_name().items()
+            for n, b in layer.named_buffers(recurse=False)
         }
         self._source = source
         self._trusted = trusted
@@ -263,13 +265,9 @@ class ProjectionCorrector:
         self._original_weights = {}
         self._original_buffers = {}
 
-    def _is_batchnorm_buffer(self, buffer_name: str) -> bool:
-        owner = buffer_name.rsplit(".", 1)[0] if "." in buffer_name else ""
-        return owner in self._batchnorm_names()
-
-    def _batchnorm_names(self) -> set[str]:
+    def _batchnorm_layers_by_name(self) -> dict[str, nn.Module]:
         layers = set(map(id, batchnorm_layers(self.model)))
-        return {n for n, m in self.model.named_modules() if id(m) in layers}
+        return {n: m for n, m in self.model.named_modules() if id(m) in layers}
 
     def _trusted_labels(self) -> torch.Tensor:
         """The given labels of the trusted samples, in index order (read from the data if nothing scored them)."""
