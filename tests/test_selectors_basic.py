@@ -18,6 +18,7 @@ import hf_verifix.selection.curvature
 import hf_verifix.selection.simple
 from hf_verifix.data.source import Batch, SampleSource
 from hf_verifix.errors import ConfigError, DataError
+from hf_verifix.noise import symmetric_noise
 from hf_verifix.selection.base import Selection, get_selector, list_selectors
 from hf_verifix.selection.confident import ConfidentSelector, confident_scores, model_probabilities
 from hf_verifix.selection.curvature import CurvatureSelector, _rademacher, per_sample_curvature
@@ -208,6 +209,17 @@ def test_random_precision_is_the_clean_fraction_and_deterministic_per_seed(blobs
     assert sorted(first.scores.tolist()) == list(range(len(blobs.x)))
     # NumPy integers are integers too.
     assert torch.equal(selector.select(blobs.model, source, np.int64(N_TRUSTED)).indices, first.indices)  # type: ignore[arg-type]
+
+
+def test_random_is_not_the_noise_injected_with_the_same_seed():
+    # Both used to draw torch.randperm(n) from manual_seed(seed): the "random" trusted set was exactly the flipped
+    # samples (precision 0) whenever the noise and the selection shared a seed.
+    labels = torch.arange(1000) % 10
+    for seed in (0, 1, 7):
+        noisy = symmetric_noise(labels, 0.25, num_classes=10, seed=seed)
+        source = SampleSource(TensorDataset(torch.zeros(1000, 1), noisy.labels))
+        chosen = RandomSelector().select(None, source, 200, seed=seed).indices  # type: ignore[arg-type]
+        assert 0.6 <= float((~noisy.flipped[chosen]).float().mean()) <= 0.9  # 75% expected; sd ≈ 0.03
 
 
 def test_random_uses_no_model_and_reads_labels_from_any_dataset():

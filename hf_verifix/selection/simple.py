@@ -40,6 +40,18 @@ def _check_labels(labels: torch.Tensor, per_class: bool, num_classes: int | None
         )
 
 
+_RANDOM_SELECTOR_STREAM = 0x7275  # fixed salt: the same seed always gives the same set
+
+
+def _own_stream(seed: int) -> int:
+    """Derive this selector's generator seed from ``seed``, so it draws its own random stream.
+
+    A plain ``manual_seed(seed)`` permutation would coincide with any other ``randperm(n)`` seeded alike: with
+    ``symmetric_noise(labels, rate, seed=0)`` it picked exactly the flipped samples as the "random" trusted set.
+    """
+    return int(np.random.SeedSequence([seed, _RANDOM_SELECTOR_STREAM]).generate_state(1, dtype=np.uint64)[0])
+
+
 @register_selector("random")
 class RandomSelector:
     """Pick a uniformly random trusted set (the baseline): the same ``seed`` gives the same set.
@@ -78,7 +90,7 @@ class RandomSelector:
         n_trusted = _check_n_trusted(n_trusted, len(source))
         labels = _source_labels(source, progress)
         _check_labels(labels, per_class, source.num_classes)
-        order = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(len(source), generator=torch.Generator().manual_seed(_own_stream(seed)))
         scores = torch.empty(len(source), dtype=torch.float64)
         scores[order] = torch.arange(len(source), dtype=torch.float64)
         indices = lowest_scores(scores, labels, n_trusted, per_class, source.num_classes)
