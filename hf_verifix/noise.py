@@ -1,6 +1,6 @@
 """Reproducible label-noise injection for experiments and benchmarks.
 
-Three standard noise models are provided, all driven by a seeded :class:`torch.Generator` so
+Four standard noise models are provided, all driven by a seeded :class:`torch.Generator` so
 that the same inputs and ``seed`` always give the same noisy labels:
 
 * :func:`symmetric_noise` -- exactly ``round(rate * n)`` samples are flipped, each to a
@@ -9,6 +9,8 @@ that the same inputs and ``seed`` always give the same noisy labels:
   every class ``c`` are flipped to ``mapping[c]`` (default ``(c + 1) % num_classes``).
 * :func:`transition_noise` -- every label ``y`` is resampled from row ``y`` of a
   row-stochastic transition matrix.
+* :func:`hierarchical_noise` -- exactly ``round(rate * n)`` samples are flipped, each to a
+  uniformly chosen different class of its own superclass (e.g. CIFAR-100's 20 coarse groups).
 
 :func:`add_label_noise` applies any of them to a Hugging Face :class:`datasets.Dataset`.
 
@@ -38,6 +40,7 @@ __all__ = [
     "LabelsLike",
     "NoisyLabels",
     "add_label_noise",
+    "hierarchical_noise",
     "pair_noise",
     "symmetric_noise",
     "transition_noise",
@@ -50,7 +53,7 @@ Example:
     >>> labels: LabelsLike = [0, 2, 1]
 """
 
-NOISE_KINDS: tuple[str, ...] = ("symmetric", "pair", "transition")
+NOISE_KINDS: tuple[str, ...] = ("symmetric", "pair", "transition", "hierarchical")
 """Values accepted by the ``kind`` argument of :func:`add_label_noise`.
 
 Example:
@@ -404,6 +407,102 @@ def transition_noise(
     return NoisyLabels(labels=noisy, flipped=noisy != clean)
 
 
+def _check_superclasses(superclasses: Sequence[Sequence[int]], clean: torch.Tensor) -> torch.Tensor:
+    """Validate disjoint groups of >= 2 classes covering every label; return each class's group id (-1: none)."""
+    if isinstance(superclasses, (str, bytes)) or not isinstance(superclasses, Sequence):
+        raise TypeError(
+            f"superclasses must be a sequence of class groups, e.g. [[0, 1], [2, 3, 4]], got "
+            f"{type(superclasses).__name__}."
+        )
+    size = int(clean.max()) + 1 if clean.numel() else 0
+    members: dict[int, int] = {}
+    for group_id, group in enumerate(superclasses):
+        if isinstance(group, (str, bytes)) or not isinstance(group, Sequence):
+            raise TypeError(f"superclasses[{group_id}] must be a sequence of class ids, got {group!r}.")
+        if len(group) < 2:
+            raise ValueError(
+                f"superclasses[{group_id}] = {list(group)} has fewer than 2 classes, so its samples cannot flip "
+                f"within it. Merge it into another group."
+            )
+        for c in group:
+            if isinstance(c, bool) or not isinstance(c, numbers.Integral) or int(c) < 0:
+                raise TypeError(f"class ids in superclasses must be ints >= 0, got {c!r} in group {group_id}.")
+            if int(c) in members:
+                raise ValueError(
+                    f"class {c} is in superclasses {members[int(c)]} and {group_id}; the groups must be disjoint."
+                )
+            members[int(c)] = group_id
+    size = max([size, *(c + 1 for c in members)])
+    group_of = torch.full((size,), -1, dtype=torch.long)
+    for c, g in members.items():
+        group_of[c] = g
+    missing = sorted(set(torch.unique(clean).tolist()) - set(members))
+    if missing:
+        raise ValueError(
+            f"labels {missing[:10]} belong to no superclass; every class present must be in one group. "
+            f"Add them to superclasses."
+        )
+    return group_of
+
+
+def hierarchical_noise(
+    labels: LabelsLike,
+    rate: float,
+    superclasses: Sequence[Sequence[int]],
+    seed: int = 0,
+) -> NoisyLabels:
+    """Flips exactly ``round(rate * n)`` labels, each to another class of the same superclass.
+
+    The samples to flip are drawn uniformly without replacement; a selected label ``y`` of the
+    group ``G`` is replaced by a class drawn uniformly from ``G`` without ``y`` -- the
+    "hierarchical" (within-superclass) noise of CIFAR-100-style benchmarks, where mistakes stay
+    between look-alike classes.
+
+    Args:
+        labels: 1-D integer class indices (list, NumPy array or tensor).
+        rate: Fraction of samples to flip, in ``[0, 1)``.
+        superclasses: Disjoint groups of class ids, each of at least 2 classes, covering every
+            class present in ``labels``, e.g. ``[[0, 1], [2, 3, 4]]``.
+        seed: Seed of the :class:`torch.Generator`; same inputs and seed give the same output.
+
+    Returns:
+        A :class:`NoisyLabels` with the noisy labels and the mask of flipped samples.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``rate`` is outside ``[0, 1)``, a group has fewer than 2 classes, groups
+            overlap, or a label is in no group.
+
+    Example:
+        >>> noisy = hierarchical_noise([0, 1, 2, 3, 4] * 4, rate=0.5, superclasses=[[0, 1], [2, 3, 4]], seed=0)
+        >>> noisy.num_flipped
+        10
+        >>> groups = torch.tensor([0, 0, 1, 1, 1])
+        >>> bool((groups[noisy.labels] == groups[torch.tensor([0, 1, 2, 3, 4] * 4)]).all())
+        True
+    """
+    rate = _check_rate(rate)
+    clean = _as_label_tensor(labels)
+    group_of = _check_superclasses(superclasses, clean)
+    if clean.numel() == 0:
+        return NoisyLabels(labels=clean, flipped=torch.zeros(0, dtype=torch.bool))
+    generator = _make_generator(seed)
+    n = clean.numel()
+    index = torch.randperm(n, generator=generator)[: round(rate * n)]
+    noisy = clean.clone()
+    for group_id, group in enumerate(superclasses):
+        classes = torch.tensor([int(c) for c in group], dtype=torch.long)
+        chosen = index[group_of[clean[index]] == group_id]
+        if chosen.numel() == 0:
+            continue
+        position = (classes[None, :] == clean[chosen, None]).long().argmax(dim=1)  # where y sits in its group
+        offset = torch.randint(1, len(classes), (chosen.numel(),), generator=generator, dtype=torch.int64)
+        noisy[chosen] = classes[(position + offset) % len(classes)]
+    flipped = torch.zeros(n, dtype=torch.bool)
+    flipped[index] = True
+    return NoisyLabels(labels=noisy, flipped=flipped)
+
+
 # ---------------------------------------------------------------------------------------------
 # datasets integration
 # ---------------------------------------------------------------------------------------------
@@ -425,13 +524,14 @@ def add_label_noise(
 
     Args:
         dataset: The dataset to corrupt. It is not modified.
-        kind: ``"symmetric"`` (:func:`symmetric_noise`), ``"pair"`` (:func:`pair_noise`) or
-            ``"transition"`` (:func:`transition_noise`, needs ``matrix=...``; ``rate`` is ignored).
+        kind: ``"symmetric"`` (:func:`symmetric_noise`), ``"pair"`` (:func:`pair_noise`),
+            ``"transition"`` (:func:`transition_noise`, needs ``matrix=...``; ``rate`` is ignored) or
+            ``"hierarchical"`` (:func:`hierarchical_noise`, needs ``superclasses=...``).
         rate: Fraction of labels to flip, in ``[0, 1)``.
         label_column: Name of the integer label column.
         seed: Seed for reproducibility.
         **kwargs: Extra arguments of the chosen noise function (``num_classes``, ``mapping``,
-            ``matrix``). For a :class:`datasets.ClassLabel` column, ``num_classes`` defaults to
+            ``matrix``, ``superclasses``). For a :class:`datasets.ClassLabel` column, ``num_classes`` defaults to
             its number of classes.
 
     Returns:
@@ -484,6 +584,12 @@ def add_label_noise(
         if "matrix" not in kwargs:
             raise ValueError("kind='transition' needs a transition matrix: pass matrix=... (a (K, K) array).")
         noisy = transition_noise(clean, seed=seed, **kwargs)
+    elif kind == "hierarchical":
+        if "superclasses" not in kwargs:
+            raise ValueError(
+                "kind='hierarchical' needs the class groups: pass superclasses=... (e.g. [[0, 1], [2, 3, 4]])."
+            )
+        noisy = hierarchical_noise(clean, rate=rate, seed=seed, **kwargs)
     else:
         if isinstance(feature, hf_datasets.ClassLabel) and kwargs.get("num_classes") is None:
             kwargs["num_classes"] = feature.num_classes

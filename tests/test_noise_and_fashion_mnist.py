@@ -21,6 +21,7 @@ from hf_verifix.data.fashion_mnist import (
 from hf_verifix.noise import (
     NoisyLabels,
     add_label_noise,
+    hierarchical_noise,
     pair_noise,
     symmetric_noise,
     transition_noise,
@@ -175,6 +176,49 @@ def test_transition_empirical_rate() -> None:
 # ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------
+
+
+GROUPS = [[0, 1, 2], [3, 4], [5, 6, 7, 8, 9]]
+
+
+def test_hierarchical_exact_count_and_flips_stay_in_their_superclass() -> None:
+    clean = torch.arange(10).repeat(100)
+    noisy = hierarchical_noise(clean, 0.3, superclasses=GROUPS, seed=3)
+    group = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
+    assert noisy.num_flipped == 300
+    assert torch.equal(noisy.flipped, noisy.labels != clean)  # every chosen sample really changes class
+    assert torch.equal(group[noisy.labels], group[clean])
+    assert torch.equal(noisy.labels, hierarchical_noise(clean, 0.3, superclasses=GROUPS, seed=3).labels)
+    assert not torch.equal(noisy.labels, hierarchical_noise(clean, 0.3, superclasses=GROUPS, seed=4).labels)
+
+
+def test_hierarchical_destinations_are_uniform_over_the_other_classes_of_the_group() -> None:
+    clean = torch.zeros(20_000, dtype=torch.long)  # class 0 of group [0, 1, 2]: flips go to 1 or 2, half each
+    noisy = hierarchical_noise(clean, 0.5, superclasses=GROUPS, seed=0)
+    counts = torch.bincount(noisy.labels[noisy.flipped], minlength=10)
+    assert counts[3:].sum() == 0 and counts[0] == 0
+    assert abs(int(counts[1]) - 5000) < 250  # binomial sd ≈ 71
+
+
+def test_hierarchical_validation_errors() -> None:
+    with pytest.raises(ValueError, match="fewer than 2 classes"):
+        hierarchical_noise([0, 1, 2], 0.2, superclasses=[[0, 1], [2]])
+    with pytest.raises(ValueError, match="disjoint"):
+        hierarchical_noise([0, 1, 2], 0.2, superclasses=[[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match=r"labels \[3\] belong to no superclass"):
+        hierarchical_noise([0, 1, 2, 3], 0.2, superclasses=[[0, 1, 2]])
+    with pytest.raises(TypeError, match="sequence of class groups"):
+        hierarchical_noise([0, 1], 0.2, superclasses="01")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs the class groups"):
+        add_label_noise(datasets.Dataset.from_dict({"label": [0, 1]}), kind="hierarchical", rate=0.5)
+
+
+def test_add_label_noise_hierarchical_records_the_flips() -> None:
+    ds = datasets.Dataset.from_dict({"label": [0, 1, 2, 3, 4] * 20})
+    noisy = add_label_noise(ds, kind="hierarchical", rate=0.2, superclasses=[[0, 1], [2, 3, 4]], seed=1)
+    assert sum(noisy["is_noisy"]) == 20
+    expected = hierarchical_noise(ds["label"], 0.2, superclasses=[[0, 1], [2, 3, 4]], seed=1)
+    assert noisy["label"] == expected.labels.tolist() and noisy["clean_label"] == ds["label"]
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, float("nan")])
