@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -802,6 +803,18 @@ def _protected_files(folder: Path) -> list[str]:
     return [name for name in _PROTECTED if (folder / name).exists()]
 
 
+def _report_figures(report_dir: Path) -> dict[str, str]:
+    """The figures a correction report in ``report_dir`` holds, ``{key: file name}`` in the report's order."""
+    from .report import FIGURES, REPORT_FILE
+
+    if not (report_dir / REPORT_FILE).is_file():
+        raise FileNotFoundError(
+            f"report_dir {str(report_dir)!r} holds no {REPORT_FILE}; write it with corrector.write_report(report_dir, "
+            "eval_data=...) first, or pass report_dir=None"
+        )
+    return {key: name for key, name in FIGURES.items() if (report_dir / name).is_file()}
+
+
 def save_corrected(
     corrector: Any,
     output_dir: str | os.PathLike[str],
@@ -809,6 +822,7 @@ def save_corrected(
     processor: Any = None,
     card_info: CardInfo | None = None,
     clean_labels: torch.Tensor | Sequence[int] | None = None,
+    report_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     template_path: str | os.PathLike[str] | None = None,
 ) -> Path:
@@ -824,11 +838,14 @@ def save_corrected(
         processor: The model's image processor (saved with it so the folder loads with ``AutoImageProcessor``).
         card_info: What the card says beyond the report; None writes no card.
         clean_labels: True labels of the fitted data, when known: the report then gives the trusted set's precision.
+        report_dir: A folder written by :meth:`~hf_verifix.ProjectionCorrector.write_report` for this correction:
+            its ``report.md`` and figures are copied next to the model and the card embeds the figures.
         overwrite: Replace a model or card already in ``output_dir``.
         template_path: Card template (default: the packaged one).
 
     Raises:
         FileExistsError: ``output_dir`` already holds a model or card and ``overwrite`` is False.
+        FileNotFoundError: ``report_dir`` holds no ``report.md``.
 
     Example:
         >>> import tempfile, torch
@@ -849,6 +866,7 @@ def save_corrected(
             f"{str(target)!r} already holds {', '.join(existing)}; pass --overwrite (overwrite=True) to replace "
             "them, or choose another output folder"
         )
+    figures = _report_figures(Path(report_dir)) if report_dir is not None else {}  # checked before any write
     corrector.save_pretrained(target)
     from .corrector import REPORT_NAME
 
@@ -858,8 +876,13 @@ def save_corrected(
             processor.save_pretrained(staging)
         if clean_labels is not None:
             (staging / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if report_dir is not None:
+            from .report import REPORT_FILE
+
+            for name in [REPORT_FILE, *figures.values()]:
+                shutil.copyfile(Path(report_dir) / name, staging / name)
         if card_info is not None:
-            write_model_card(staging, report, card_info, template_path)
+            write_model_card(staging, report, card_info, template_path, figures=figures)
     return target
 
 

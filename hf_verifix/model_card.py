@@ -17,6 +17,7 @@ import importlib.util
 import io
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "CARD_NAME",
+    "FIGURE_CAPTIONS",
     "PLOT_NAME",
     "TEMPLATE_NAME",
     "CardInfo",
@@ -36,6 +38,21 @@ __all__ = [
 CARD_NAME = "README.md"
 PLOT_NAME = "alpha_search.png"
 TEMPLATE_NAME = "verifix_model_card.md"
+
+FIGURE_CAPTIONS: dict[str, str] = {
+    "alpha_curve": "Accuracy against α on the held-out data",
+    "per_class_accuracy": "Per-class accuracy before and after the correction",
+    "confusion_matrices": "Confusion matrices before and after the correction",
+    "trusted_classes": "Class histogram of the trusted set",
+    "spectrum": "Normalised activation spectrum and importance λ of representative layers",
+    "timings": "Wall time of each phase of the correction",
+}
+"""Caption of each correction-report figure (keys of :data:`hf_verifix.report.FIGURES`) when a card embeds it.
+
+Example:
+    >>> FIGURE_CAPTIONS["trusted_classes"]
+    'Class histogram of the trusted set'
+"""
 
 _REPO_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / TEMPLATE_NAME
 
@@ -269,6 +286,7 @@ def render_model_card(
     info: CardInfo,
     template_path: str | os.PathLike[str] | None = None,
     plot_file: str | None = None,
+    figures: Mapping[str, str] | None = None,
 ) -> Any:
     """Return the ``huggingface_hub.ModelCard`` of a correction.
 
@@ -277,6 +295,9 @@ def render_model_card(
         info: Provenance and scores; before/after accuracies become ``eval_results`` (the card's ``model-index``).
         template_path: A Jinja template starting with ``---\\n{{ card_data }}\\n---`` (default: the packaged one).
         plot_file: File name of the α-search PNG next to the card, shown in it (None: not drawn).
+        figures: Correction-report figures next to the card, ``{key: file name}`` with the keys of
+            :data:`hf_verifix.report.FIGURES`; each is shown with its :data:`FIGURE_CAPTIONS` caption (the α curve
+            stays in the α-search section).
 
     Example:
         >>> report = {"config": {"selector": "loss", "n_trusted": 2}, "applied_alpha": 3e4,
@@ -362,6 +383,9 @@ def render_model_card(
         alpha_rows=alpha_rows,
         search_text=search_text,
         plot_file=plot_file,
+        figures=[
+            (FIGURE_CAPTIONS.get(key, key), name) for key, name in (figures or {}).items() if key != "alpha_curve"
+        ],
         plot_missing_reason="matplotlib is not installed (pip install matplotlib)",
         settings_rows=_settings_rows(config, report, info),
         trusted_text=_trusted_text(report.get("trusted", {})),
@@ -377,10 +401,14 @@ def write_model_card(
     report: dict[str, Any],
     info: CardInfo,
     template_path: str | os.PathLike[str] | None = None,
+    figures: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``README.md`` (and ``alpha_search.png`` when there was an α search) into ``folder``; return the card path.
 
-    Each file is written to a temporary name and moved into place, so an interruption leaves no half-written file.
+    With ``figures`` (the correction report's figures, already in ``folder``: ``{key: file name}``, keys of
+    :data:`hf_verifix.report.FIGURES`), the card embeds them all; the report's ``alpha_curve`` then serves as the
+    α-search plot instead of drawing ``alpha_search.png``. Each file is written to a temporary name and moved into
+    place, so an interruption leaves no half-written file.
 
     Example:
         >>> import uuid
@@ -391,13 +419,21 @@ def write_model_card(
         'README.md'
     """
     target = Path(folder)
+    figures = dict(figures or {})
+    missing = [name for name in figures.values() if not (target / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"figures {missing} are not in {str(target)!r}; write the report there first")
     search = report.get("alpha_search")
     plot = None
-    if search and search.get("curve"):
-        curve = {float(a): float(v) for a, v in search["curve"].items()}
-        best = search.get("best_alpha")
-        plot = plot_alpha_search(curve, float(search["baseline_accuracy"]), best, target / PLOT_NAME)
-    card = render_model_card(report, info, template_path, plot_file=PLOT_NAME if plot is not None else None)
+    if "alpha_curve" in figures:
+        plot_name: str | None = figures["alpha_curve"]
+    else:
+        if search and search.get("curve"):
+            curve = {float(a): float(v) for a, v in search["curve"].items()}
+            best = search.get("best_alpha")
+            plot = plot_alpha_search(curve, float(search["baseline_accuracy"]), best, target / PLOT_NAME)
+        plot_name = PLOT_NAME if plot is not None else None
+    card = render_model_card(report, info, template_path, plot_file=plot_name, figures=figures)
     path = target / CARD_NAME
     _write_atomic(path, str(card).encode("utf-8"))
     return path

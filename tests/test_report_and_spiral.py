@@ -106,6 +106,26 @@ def test_report_writes_every_figure_and_references_them(tmp_path: Path) -> None:
         assert "| chosen |" in text
 
 
+def test_model_card_embeds_the_report_figures(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from hf_verifix.hub import save_corrected
+    from hf_verifix.model_card import FIGURE_CAPTIONS, CardInfo
+
+    corrector, eval_data, clean = _fitted()
+    report = corrector.write_report(tmp_path / "report", eval_data=eval_data, clean_labels=clean)
+    out = save_corrected(corrector, tmp_path / "out", card_info=CardInfo("demo"), report_dir=report.parent)
+    card = ModelCard.load(out / "README.md")
+    images = [line for line in card.text.splitlines() if line.startswith("![")]
+    assert images == [f"![{FIGURE_CAPTIONS[key]}]({name})" for key, name in FIGURES.items()]
+    for name in [*FIGURES.values(), REPORT_FILE]:
+        assert (out / name).read_bytes() == (report.parent / name).read_bytes()
+    assert not (out / "alpha_search.png").exists()  # the report's α curve is the card's α plot
+    with pytest.raises(FileNotFoundError, match=r"holds no report\.md"):
+        save_corrected(corrector, tmp_path / "out2", card_info=CardInfo("demo"), report_dir=tmp_path)
+    assert not (tmp_path / "out2").exists()  # refused before writing anything
+
+
 def test_report_restores_weights_and_applied_alpha_exactly(tmp_path: Path) -> None:
     corrector, eval_data, _ = _fitted()
     corrector.apply(1e3)  # an α other than the search's best, to be restored as found
