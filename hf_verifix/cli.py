@@ -220,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     projection.add_argument(
         "--exclude-modules", nargs="+", metavar="REGEX", help="never correct layers matching these (e.g. fc)"
     )
+    projection.add_argument(
+        "--on-uncorrectable",
+        choices=["error", "skip"],
+        default="error",
+        help="a layer that cannot be corrected exactly (e.g. timm Conv2dSame): refuse the model before any work "
+        "(error, default) or leave that layer unchanged (skip)",
+    )
     output = correct.add_argument_group("output")
     output.add_argument("--output-dir", help="folder for the corrected model and card (default: ./<model name>-sap)")
     output.add_argument("--push-to-hub", metavar="REPO", help="push the output folder to this model repo (one commit)")
@@ -458,6 +465,8 @@ def _reproduce_command(args: argparse.Namespace, loaded: Any, train: Any, alphas
         parts += ["--target-modules", *args.target_modules]
     if args.exclude_modules:
         parts += ["--exclude-modules", *args.exclude_modules]
+    if args.on_uncorrectable != "error":
+        parts += ["--on-uncorrectable", args.on_uncorrectable]
     parts += ["--batch-size", str(args.batch_size), "--seed", str(args.seed), "--output-dir", str(args.output_dir)]
     return scrub_secrets(shlex.join(parts))
 
@@ -530,6 +539,10 @@ def _cmd_correct(args: argparse.Namespace) -> int:
     if world > 1:
         _say(f"running on {world} processes; only the main process writes and pushes")
     loaded = _load_model(args)
+    from .statistics.layers import find_target_layers
+
+    # A model with layers that cannot be corrected is refused before any data is loaded (fit checks again).
+    find_target_layers(loaded.model, args.target_modules, args.exclude_modules, args.on_uncorrectable)
     train = _load_split(args, args.split, training=True)
     _check_labels(loaded, train, args.split)
     evaluation = None
@@ -563,6 +576,7 @@ def _cmd_correct(args: argparse.Namespace) -> int:
         per_class=args.per_class,
         target_modules=args.target_modules,
         exclude_modules=args.exclude_modules,
+        on_uncorrectable=args.on_uncorrectable,
         recalibrate_batchnorm=args.recalibrate_batchnorm,
         batch_size=args.batch_size,
         image_column=train.image_column,

@@ -74,6 +74,10 @@ class CorrectionConfig:
         exclude_modules: Never correct layers whose name matches one of these regular expressions
             (e.g. ``["fc"]`` to leave a timm ResNet's classifier alone).
         recalibrate_batchnorm: Re-estimate BatchNorm running statistics on the trusted samples after projecting.
+        on_uncorrectable: What ``fit`` does when a targeted layer cannot be corrected exactly (its stored weight is
+            not what its forward multiplies by, e.g. timm ``Conv2dSame``, ``padding_mode="reflect"``,
+            ``nn.MultiheadAttention.out_proj``): ``"error"`` refuses the model before any work, listing every such
+            layer with its reason; ``"skip"`` leaves them unchanged with a warning and corrects the others.
         batch_size: Batch size of every pass over data.
         image_column: Image column of a ``datasets.Dataset`` (detected when ``None``).
         label_column: Label column of a ``datasets.Dataset`` (detected when ``None``).
@@ -100,6 +104,10 @@ class CorrectionConfig:
     target_modules: list[str] | None = field(default=None, metadata={"help": "Regexes of layers to correct."})
     exclude_modules: list[str] | None = field(default=None, metadata={"help": "Regexes of layers to leave alone."})
     recalibrate_batchnorm: bool = field(default=False, metadata={"help": "Re-estimate BatchNorm statistics."})
+    on_uncorrectable: str = field(
+        default="error",
+        metadata={"help": "'error' refuses a model with layers that cannot be corrected; 'skip' leaves them alone."},
+    )
     batch_size: int = field(default=64, metadata={"help": "Batch size of passes over data."})
     image_column: str | None = field(default=None, metadata={"help": "Image column (auto-detected if None)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (auto-detected if None)."})
@@ -129,6 +137,7 @@ class CorrectionConfig:
                 "nn.Linear/nn.Conv2d layer, or a list of regular expressions such as ['layer4\\..*', 'fc']"
             )
         self.exclude_modules = _valid_patterns(self.exclude_modules, "exclude_modules")
+        self.on_uncorrectable = _valid_on_uncorrectable(self.on_uncorrectable)
         for name in ("image_column", "label_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -276,6 +285,18 @@ def _valid_int(value: Any, name: str, low: int, example: int, high: int | None =
     if number < low or (high is not None and number > high):
         raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {number}")
     return number
+
+
+ON_UNCORRECTABLE = ("error", "skip")
+
+
+def _valid_on_uncorrectable(value: Any) -> str:
+    if not isinstance(value, str) or value not in ON_UNCORRECTABLE:
+        raise ConfigError(
+            f"on_uncorrectable must be 'error' (refuse a model with layers that cannot be corrected) or 'skip' "
+            f"(leave those layers unchanged), got {_describe(value)}"
+        )
+    return value
 
 
 def _valid_patterns(value: Any, name: str) -> list[str] | None:

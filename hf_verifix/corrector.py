@@ -104,6 +104,11 @@ class ProjectionCorrector:
     once; ``apply`` projects the weights for any α (cheap: one matrix product per layer); ``revert`` restores the
     original weights bit-exactly; ``search_alpha`` tries a grid on held-out data labelled like the training data.
 
+    A weight shared by several targeted layers (tied, or one layer applied several times) is projected once, onto
+    the Gram summed over every row it multiplies; ``tied`` maps the first such layer to the others. A model with a
+    targeted layer that cannot be corrected exactly is refused by ``fit`` before any work, unless
+    ``config.on_uncorrectable == "skip"`` (then those layers are left alone, listed in ``skipped``).
+
     Args:
         model: The trained classifier (timm, transformers, or any module of Linear/Conv2d layers). Corrected in place.
         config: The hyperparameters; keyword ``overrides`` replace single fields.
@@ -140,6 +145,7 @@ class ProjectionCorrector:
         self.selection: Selection | None = None
         self.projections: dict[str, LayerProjection] = {}
         self.skipped: dict[str, str] = {}
+        self.tied: dict[str, list[str]] = {}
         self.layer_rows: dict[str, int] = {}
         self.applied_alpha: float | None = None
         self.search_result: AlphaSearchResult | None = None
@@ -171,6 +177,11 @@ class ProjectionCorrector:
         Returns:
             ``self``, for chaining.
 
+        Raises:
+            LayerError: With ``config.on_uncorrectable == "error"`` (the default), a targeted layer cannot be
+                corrected exactly; raised before any data is read, listing every such layer, its reason and the fix.
+                Layers never called by the forward pass can only be found after it: they are skipped with a warning.
+
         Example:
             >>> import torch
             >>> from torch.utils.data import TensorDataset
@@ -183,9 +194,10 @@ class ProjectionCorrector:
         self.revert()
         self._forget_fit()
         cfg = self.config
-        source = as_source(train_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
-        selection = find_target_layers(self.model, cfg.target_modules, cfg.exclude_modules)
+        # Before reading any data: a model with layers that cannot be corrected is refused with nothing computed.
+        selection = find_target_layers(self.model, cfg.target_modules, cfg.exclude_modules, cfg.on_uncorrectable)
         self.skipped = dict(selection.skipped)
+        source = as_source(train_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
 
         start = time.perf_counter()
         if trusted_indices is None:
@@ -215,6 +227,7 @@ class ProjectionCorrector:
         start = time.perf_counter()
         self.projections = {}
         self.layer_rows = {}
+        self.tied = {}
         # Each Gram is dropped once decomposed, so peak memory stays near max(Σ Grams, Σ eigenvectors).
         show = cfg.progress and is_main_process()
         for name in tqdm(list(grams), desc="decomposing", disable=not show, leave=False):
@@ -227,13 +240,18 @@ class ProjectionCorrector:
                 reason = "never called during the forward pass (its parent may use its weight directly)"
             elif not bool((stats.gram.diagonal(dim1=-2, dim2=-1).sum(-1) > 0).all()):
                 reason = "its inputs on the trusted samples are all zero, so they span no direction to project onto"
+            tied = selection.tied.get(name, [])
             if reason:
                 self.skipped[name] = reason
+                self.skipped.update(dict.fromkeys(tied, f"shares its weight with {name!r}, which was skipped"))
                 continue
+            # A weight shared by several layers gets the Gram of every row it multiplies (gram_hooks summed them).
             weight = selection.targets[name].weight
             assert isinstance(weight, torch.Tensor)
             self.projections[name] = LayerProjection(weight, _decomposed_once(stats.gram, name))
             self.layer_rows[name] = stats.rows
+            if tied:
+                self.tied[name] = list(tied)
         self.timings["decomposition_s"] = time.perf_counter() - start
         if not self.projections:
             raise VerifixError(f"no layer could be corrected: {self.skipped}")
@@ -258,6 +276,7 @@ class ProjectionCorrector:
     def _forget_fit(self) -> None:
         self.selection = None
         self.projections = {}
+        self.tied = {}
         self.layer_rows = {}
         self.search_result = None
         self._source = None
@@ -438,6 +457,7 @@ class ProjectionCorrector:
                     "decomposition": p.spectrum.method,
                     "dim": int(p.spectrum.eigenvalues.shape[-1]),
                     "groups": int(p.spectrum.eigenvalues.shape[0]),
+                    "shared_with": list(self.tied.get(name, [])),
                 }
                 for name, p in self.projections.items()
             },

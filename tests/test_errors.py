@@ -46,6 +46,12 @@ def vectors(n: int = 12, classes: int = 3, labels: Any = None) -> TensorDataset:
     return TensorDataset(torch.randn(len(y), 4, generator=generator), y)
 
 
+def reflect_cnn(classes: int = 3) -> nn.Module:
+    model = cnn(classes)
+    model[0].padding_mode = "reflect"
+    return model
+
+
 def images(n: int = 6, classes: int = 3) -> TensorDataset:
     generator = torch.Generator().manual_seed(0)
     return TensorDataset(torch.randn(n, 1, 8, 8, generator=generator), torch.arange(n) % classes)
@@ -119,6 +125,25 @@ CASES = [
         LayerError,
         r"exclude_modules=\['\.\*'\].*'0': excluded by exclude_modules; '2': excluded.*Loosen exclude_modules",
         id="layers-exclude-modules-exclude-all",
+    ),
+    pytest.param(
+        lambda: fit(reflect_cnn(), images()),
+        LayerError,
+        r"refusing to correct Sequential: 1 targeted layer\(s\) cannot be corrected exactly \('0': "
+        r"padding_mode='reflect'.*Nothing was computed.*adding \['0'\] to exclude_modules.*on_uncorrectable='skip'",
+        id="layers-uncorrectable-refused",
+    ),
+    pytest.param(
+        lambda: config(on_uncorrectable="ignore"),
+        ConfigError,
+        r"on_uncorrectable must be 'error' .* or 'skip' .*got 'ignore' \(str\)",
+        id="cfg-on-uncorrectable-unknown",
+    ),
+    pytest.param(
+        lambda: find_target_layers(mlp(), on_uncorrectable="warn"),
+        ConfigError,
+        r"on_uncorrectable must be 'error'.*got 'warn' \(str\)",
+        id="layers-on-uncorrectable-unknown",
     ),
     pytest.param(
         lambda: find_target_layers(mlp(), target_modules=["layer[1"]),
@@ -577,3 +602,103 @@ def test_no_warning_escapes_a_clean_fit() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit(mlp(), vectors()).apply(alpha=1e4)
+
+
+# ---------------------------------------------------------------------------------------------
+# layers that cannot be corrected: refused before any work, or skipped on request
+# ---------------------------------------------------------------------------------------------
+
+
+class PaddedConv(nn.Conv2d):
+    """Like timm's Conv2dSame: pads in its own forward, so the stored weight is not applied as Conv2d would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nn.functional.pad(x, (0, 1, 0, 1)))
+
+
+class Counted(nn.Module):
+    """Counts the forward passes of the wrapped model."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x)
+
+
+class CountedData(torch.utils.data.Dataset):
+    def __init__(self, data: TensorDataset) -> None:
+        self.data, self.reads = data, 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.reads += 1
+        return self.data[index]
+
+
+def uncorrectable_net() -> Counted:
+    torch.manual_seed(0)
+    return Counted(
+        nn.Sequential(
+            nn.Conv2d(1, 2, 3, padding=1),
+            nn.ReLU(),
+            PaddedConv(2, 2, 2),
+            nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(2 * 8 * 8, 3),
+        )
+    )
+
+
+def test_uncorrectable_layers_are_refused_before_any_forward_pass_or_data_read() -> None:
+    model = uncorrectable_net()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    data = CountedData(images(12))
+    with pytest.raises(LayerError) as info:
+        ProjectionCorrector(model, config()).fit(data)
+    message = str(info.value)
+    assert message.startswith("refusing to correct Counted: 2 targeted layer(s) cannot be corrected exactly (")
+    assert (
+        "'inner.2': PaddedConv overrides Conv2d.forward (e.g. pads or standardises the weight in forward)" in message
+    )
+    assert "'inner.3': padding_mode='reflect' (only 'zeros' padding can be unfolded exactly)" in message
+    assert "'inner.0'" not in message and "'inner.6'" not in message  # correctable layers are not listed
+    assert r"adding ['inner\\.2', 'inner\\.3'] to exclude_modules" in message and "on_uncorrectable='skip'" in message
+    assert model.calls == 0 and data.reads == 0, "nothing may run before the refusal"
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+    # The two fixes the message offers both work.
+    excluded = ProjectionCorrector(model, config(exclude_modules=[r"inner\.2", r"inner\.3"]))
+    with pytest.warns(UserWarning, match=r"'inner\.2': excluded by exclude_modules; 'inner\.3': excluded"):
+        excluded.fit(data)
+    assert model.calls > 0 and list(excluded.projections) == ["inner.0", "inner.6"]
+    skipping = ProjectionCorrector(uncorrectable_net(), config(on_uncorrectable="skip"))
+    with pytest.warns(UserWarning, match=r"leaving 2 layer\(s\) uncorrected: 'inner\.2': PaddedConv overrides"):
+        skipping.fit(images(12))
+    assert list(skipping.projections) == ["inner.0", "inner.6"]
+    assert set(skipping.skipped) == {"inner.2", "inner.3"}
+
+
+class WithUnusedLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Linear(4, 3)
+        self.spare = nn.Linear(4, 3)  # never called: only known after the forward pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_layer_never_called_is_only_a_warning_even_when_refusing() -> None:
+    corrector = ProjectionCorrector(WithUnusedLayer(), config())
+    assert corrector.config.on_uncorrectable == "error"
+    with pytest.warns(UserWarning, match=r"leaving 1 layer\(s\) uncorrected: 'spare': never called"):
+        corrector.fit(vectors())
+    assert list(corrector.projections) == ["body"]

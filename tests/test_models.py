@@ -2,8 +2,9 @@
 
 timm ResNet / Inception-ResNet-v2 / ViT and a transformers ViT, all tiny, random (``pretrained=False``) and seeded;
 ``datasets.Dataset`` (Image/ClassLabel columns, formats, preprocessed arrays, image processors) and ``DataLoader``
-inputs checked against the equivalent ``TensorDataset``; layers the projection cannot correct are skipped with a
-warning and left alone. Everything runs offline on a CPU (see conftest.py).
+inputs checked against the equivalent ``TensorDataset``; layers the projection cannot correct are refused by
+default, and with ``on_uncorrectable="skip"`` skipped with a warning and left alone. Everything runs offline on a
+CPU (see conftest.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torchvision import transforms
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
-from hf_verifix.errors import DataError
+from hf_verifix.errors import DataError, LayerError
 
 # A huge alpha keeps lambda ~ 1 on every direction the trusted inputs span and 0 on the rest: each layer's outputs
 # on the trusted inputs are then unchanged, which only holds if the rows were unfolded exactly like the weight.
@@ -382,8 +383,10 @@ def test_conv2d_same_and_std_conv2d_are_skipped_with_a_warning_and_left_alone(ti
         nn.Linear(8, 3),
     )
     before = snapshot(model)
+    with pytest.raises(LayerError, match=r"refusing .* 2 targeted layer\(s\).*'2': Conv2dSame .*'4': StdConv2d "):
+        ProjectionCorrector(model, config()).fit(tiny_images)  # the default: refused before any work
     with pytest.warns(UserWarning, match=r"leaving 2 layer\(s\) uncorrected: '2': Conv2dSame .*'4': StdConv2d "):
-        corrector = ProjectionCorrector(model, config()).fit(tiny_images)
+        corrector = ProjectionCorrector(model, config(on_uncorrectable="skip")).fit(tiny_images)
     assert set(corrector.skipped) == {"2", "4"}
     assert all("overrides Conv2d.forward" in reason for reason in corrector.skipped.values())
     assert set(corrector.projections) == {"0", "8"}
@@ -415,8 +418,10 @@ class TokenNet(nn.Module):
 def test_multihead_attention_out_proj_is_skipped_with_a_warning_and_left_alone(tiny_images: TensorDataset) -> None:
     model = TokenNet()
     before = snapshot(model)
+    with pytest.raises(LayerError, match=r"'attn\.out_proj': nn\.MultiheadAttention uses out_proj\.weight"):
+        ProjectionCorrector(model, config()).fit(tiny_images)  # the default: refused before any work
     with pytest.warns(UserWarning, match=r"'attn\.out_proj': nn\.MultiheadAttention uses out_proj\.weight"):
-        corrector = ProjectionCorrector(model, config()).fit(tiny_images)
+        corrector = ProjectionCorrector(model, config(on_uncorrectable="skip")).fit(tiny_images)
     assert set(corrector.skipped) == {"attn.out_proj"}
     assert set(corrector.projections) == {"stem", "head"}
 

@@ -69,7 +69,12 @@ def _layer_dims(layer: nn.Module) -> tuple[int, int]:
 def gram_hooks(layers: dict[str, nn.Module], device: torch.device | None = None) -> Iterator[dict[str, LayerGram]]:
     """Within the block, every forward of a layer in ``layers`` adds its inputs to that layer's Gram.
 
-    Hooks are removed on exit, errors included.
+    Layers that share one weight Parameter (with the same ``groups`` and input dimension) feed one Gram, kept under
+    the first one's name: the Gram of every row that weight multiplies, wherever it is applied. SAP's
+    representation matrix of a weight W used at two places is both places' input rows stacked, R = [A₁; A₂], so
+    RᵀR = A₁ᵀA₁ + A₂ᵀA₂: its eigenvectors are R's right singular vectors and its eigenvalues σᵢ², and W is
+    projected once onto the span of all its inputs. A layer called several times adds its rows each time (the
+    same sum). Hooks are removed on exit, errors included.
 
     Example:
         >>> layer = nn.Linear(3, 2)
@@ -77,20 +82,32 @@ def gram_hooks(layers: dict[str, nn.Module], device: torch.device | None = None)
         ...     _ = layer(torch.ones(4, 3))
         >>> grams["fc"].rows, len(layer._forward_pre_hooks)
         (4, 0)
+        >>> twin = nn.Linear(3, 2)
+        >>> twin.weight = layer.weight  # tied
+        >>> with gram_hooks({"fc": layer, "twin": twin}) as grams:
+        ...     _, _ = layer(torch.ones(4, 3)), twin(torch.ones(2, 3))
+        >>> list(grams), grams["fc"].rows
+        (['fc'], 6)
     """
     grams: dict[str, LayerGram] = {}
+    feeds: dict[str, LayerGram] = {}
+    by_weight: dict[tuple[int, int, int], LayerGram] = {}
     for name, layer in layers.items():
-        stats = LayerGram.empty(*_layer_dims(layer))
-        if device is not None:
-            stats.gram = stats.gram.to(device)
-        grams[name] = stats
+        dims = _layer_dims(layer)
+        key = (id(layer.weight), *dims)
+        if key not in by_weight:
+            stats = LayerGram.empty(*dims)
+            if device is not None:
+                stats.gram = stats.gram.to(device)
+            by_weight[key] = grams[name] = stats
+        feeds[name] = by_weight[key]
     handles = []
     try:
         for name, layer in layers.items():
 
             def hook(module: nn.Module, args: tuple, kwargs: dict, _name: str = name) -> None:
                 x = args[0] if args else kwargs.get("input", next(iter(kwargs.values())))
-                grams[_name].add(layer_rows(x, module, _name))
+                feeds[_name].add(layer_rows(x, module, _name))
 
             handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
         yield grams

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..config import _valid_patterns
+from ..config import _valid_on_uncorrectable, _valid_patterns
 from ..errors import LayerError
 
 __all__ = ["LayerSelection", "find_target_layers"]
+
+_EXCLUDED = "excluded by exclude_modules"
 
 # Subclasses whose forward overrides the parent's but still computes F.linear(input, weight, bias).
 _EQUIVALENT_LINEAR_FORWARDS = {"timm.layers.linear.Linear"}
@@ -20,15 +22,24 @@ _EQUIVALENT_LINEAR_FORWARDS = {"timm.layers.linear.Linear"}
 class LayerSelection:
     """The layers a correction targets, by qualified name, and the skipped ones with the reason.
 
+    ``skipped`` holds every layer left alone (excluded ones included); ``uncorrectable`` the subset that was not
+    excluded by the user but cannot be corrected exactly, with why; ``tied`` maps the first of several targeted
+    layers sharing one weight to the others (their Grams are summed and the weight is projected once).
+
     Example:
         >>> from torch import nn
-        >>> selection = find_target_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
-        >>> list(selection.targets)
-        ['0', '2']
+        >>> fc = nn.Linear(3, 3)
+        >>> model = nn.Sequential(nn.Linear(4, 3), fc, nn.ReLU(), nn.Linear(3, 3), nn.Linear(3, 2))
+        >>> model[3].weight = fc.weight  # tied: one Parameter, two layers
+        >>> selection = find_target_layers(model)
+        >>> list(selection.targets), selection.tied
+        (['0', '1', '3', '4'], {'1': ['3']})
     """
 
     targets: dict[str, nn.Module] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    uncorrectable: dict[str, str] = field(default_factory=dict)
+    tied: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _qualname(module: nn.Module) -> str:
@@ -77,72 +88,153 @@ def _skipped_by_parent(model: nn.Module) -> dict[str, str]:
     return skipped
 
 
-def _shared_weights(model: nn.Module) -> dict[str, str]:
-    owners: dict[int, str] = {}
-    shared: dict[str, str] = {}
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(module, (nn.Linear, nn.Conv2d)) and isinstance(weight, nn.Parameter):
-            first = owners.setdefault(id(weight), name)
-            if first != name:
-                reason = f"its weight is shared with {first!r}; one projection cannot fit both layers' inputs"
-                shared[name] = reason
-                shared[first] = f"its weight is shared with {name!r}; one projection cannot fit both layers' inputs"
-    return shared
+def _weight_uses(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
+    """Every distinct (module, attribute) holding each Parameter, as ``(qualified name, module, attribute)``.
+
+    A module registered under two names is one use (the first name); one Parameter held by two modules is two.
+    """
+    uses: dict[int, list[tuple[str, nn.Module, str]]] = {}
+    seen: set[tuple[int, str]] = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        for attr, param in module._parameters.items():
+            if param is None or (id(module), attr) in seen:
+                continue
+            seen.add((id(module), attr))
+            uses.setdefault(id(param), []).append((name, module, attr))
+    return uses
+
+
+def _groups(module: nn.Module) -> int:
+    return module.groups if isinstance(module, nn.Conv2d) else 1
+
+
+def _shared_weight_reasons(
+    model: nn.Module, candidates: dict[str, nn.Module], own_reasons: dict[str, str], excluded: set[str]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Why each layer whose weight other modules also hold cannot be corrected, and the groups that can.
+
+    ``candidates`` are the targeted layers (matched by ``target_modules``, not excluded); ``own_reasons`` why some
+    of them cannot be corrected on their own; ``excluded`` the layers excluded by ``exclude_modules``. A weight
+    shared only by candidate Linear (or Conv2d with equal ``groups``) layers that can each be corrected is
+    corrected once from the sum of their Grams: the second result maps the first such layer's name to the others'.
+    """
+    reasons: dict[str, str] = {}
+    tied: dict[str, list[str]] = {}
+    names = {id(m): n for n, m in candidates.items()}
+    for uses in _weight_uses(model).values():
+        layers = [(n, m) for n, m, attr in uses if attr == "weight" and isinstance(m, (nn.Linear, nn.Conv2d))]
+        if len(uses) < 2 or not any(id(m) in names for _, m in layers):
+            continue
+        sharing = [n for n, m in layers if id(m) in names]
+        problem = None
+        for other, module, attr in uses:
+            if attr != "weight" or not isinstance(module, (nn.Linear, nn.Conv2d)):
+                problem = (
+                    f"its weight is also {type(module).__name__} {other!r}'s {attr!r}, which does not multiply "
+                    "it by its inputs like a Linear/Conv2d layer, so no projection can keep that use intact"
+                )
+            elif id(module) not in names:
+                why = _EXCLUDED if other in excluded else "not matched by target_modules"
+                problem = (
+                    f"its weight is shared with {other!r}, which is {why}; correcting the weight would change that "
+                    "layer too: target or exclude all the layers sharing it together"
+                )
+            elif other in own_reasons:
+                problem = f"its weight is shared with {other!r}, which cannot be corrected ({own_reasons[other]})"
+            if problem:
+                break
+        groups = {n: _groups(m) for n, m in layers}
+        if problem is None and len(set(groups.values())) > 1:
+            problem = (
+                f"its weight is shared by layers that split their inputs into different numbers of groups "
+                f"({groups}), so their Grams have different shapes and cannot be summed into one projection"
+            )
+        if problem:
+            for name in sharing:
+                reasons[name] = problem
+        else:
+            tied[sharing[0]] = sharing[1:]
+    return reasons, tied
 
 
 def find_target_layers(
     model: nn.Module,
     target_modules: list[str] | str | None = None,
     exclude_modules: list[str] | str | None = None,
+    on_uncorrectable: str = "error",
 ) -> LayerSelection:
     """Return the ``nn.Linear`` / ``nn.Conv2d`` layers of ``model`` to correct, and the skipped ones with reasons.
 
     Layers are selected by type, never by name, so checkpoints with legacy names work. ``target_modules`` and
     ``exclude_modules`` are regular expressions matched in full against qualified names (``"layer1.0.conv1"``).
     Layers whose stored weight is not what their forward multiplies by (timm ``Conv2dSame``/``StdConv2d``,
-    ``padding_mode != "zeros"``, parametrized weights, ``nn.MultiheadAttention.out_proj``, shared weights) are
-    skipped, with the reason recorded.
+    ``padding_mode != "zeros"``, parametrized weights, ``nn.MultiheadAttention.out_proj``, transformers
+    ``Conv1D``, weights also used outside Linear/Conv2d layers or by layers of another ``groups``) cannot be
+    corrected exactly: with ``on_uncorrectable="error"`` they are refused, all listed with their reason, before
+    anything is computed; with ``"skip"`` they are left alone, with the reason recorded. A weight shared by several
+    targeted layers is corrected once (see :class:`LayerSelection`'s ``tied``).
 
     Args:
         model: Any ``nn.Module``.
         target_modules: Only layers matching one of these patterns (``None``: all).
         exclude_modules: Never layers matching one of these patterns.
+        on_uncorrectable: ``"error"`` (refuse the model) or ``"skip"`` (leave those layers alone).
 
     Raises:
-        LayerError: No layer can be corrected, or ``target_modules`` matches no layer.
-        ConfigError: A pattern is not a string or not a valid regular expression.
+        LayerError: A targeted layer cannot be corrected (with ``on_uncorrectable="error"``), no layer can be
+            corrected, or ``target_modules`` matches no layer.
+        ConfigError: A pattern is not a string or not a valid regular expression, or ``on_uncorrectable`` is
+            neither ``"error"`` nor ``"skip"``.
 
     Example:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
         >>> list(find_target_layers(model, exclude_modules=["2"]).targets)
         ['0']
+        >>> model[0].padding_mode = "reflect"
+        >>> find_target_layers(model)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        hf_verifix.errors.LayerError: refusing to correct Sequential: 1 targeted layer(s) cannot be corrected ...
+        >>> find_target_layers(model, on_uncorrectable="skip").skipped
+        {'0': "padding_mode='reflect' (only 'zeros' padding can be unfolded exactly)"}
     """
     target_modules = _valid_patterns(target_modules, "target_modules")
     exclude_modules = _valid_patterns(exclude_modules, "exclude_modules")
+    on_uncorrectable = _valid_on_uncorrectable(on_uncorrectable)
     parent_skips = _skipped_by_parent(model)
-    shared = _shared_weights(model)
     selection = LayerSelection()
     candidates: list[str] = []
     matched: list[str] = []
+    targeted: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.Linear, nn.Conv2d)):
-            if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-                selection.skipped[name] = "transformers Conv1D stores its weight as (in, out); not supported"
+        conv1d = type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+        if not isinstance(module, (nn.Linear, nn.Conv2d)) and not conv1d:
             continue
         candidates.append(name)
         if target_modules is not None and not _matches(name, target_modules):
             continue
         matched.append(name)
         if _matches(name, exclude_modules):
-            selection.skipped[name] = "excluded by exclude_modules"
-            continue
-        reason = parent_skips.get(name) or shared.get(name) or _unsupported_reason(module)
+            selection.skipped[name] = _EXCLUDED
+        elif conv1d:
+            selection.uncorrectable[name] = "transformers Conv1D stores its weight as (in, out); not supported"
+        else:
+            targeted[name] = module
+    own = {n: r for n, m in targeted.items() if (r := parent_skips.get(n) or _unsupported_reason(m))}
+    excluded = {n for n, r in selection.skipped.items() if r == _EXCLUDED}
+    shared, selection.tied = _shared_weight_reasons(model, targeted, own, excluded)
+    for name, module in targeted.items():
+        reason = own.get(name) or shared.get(name)
         if reason:
-            selection.skipped[name] = reason
+            selection.uncorrectable[name] = reason
         else:
             selection.targets[name] = module
+    selection.skipped.update(selection.uncorrectable)
+    # Both in the model's order.
+    selection.skipped = {n: selection.skipped[n] for n in matched if n in selection.skipped}
+    selection.uncorrectable = {n: r for n, r in selection.skipped.items() if n in selection.uncorrectable}
+    if selection.uncorrectable and on_uncorrectable == "error":
+        raise LayerError(_refusal(model, selection.uncorrectable))
     if not selection.targets:
         if not candidates:
             kinds = sorted({type(m).__name__ for m in model.modules()})
@@ -156,10 +248,22 @@ def find_target_layers(
                 f"{type(model).__name__} ({_listing(candidates)}); patterns must match a whole qualified name "
                 "(re.fullmatch), e.g. 'fc' or 'layer4\\..*'. Fix the patterns or pass target_modules=None"
             )
-        detail = "; ".join(f"{n!r}: {selection.skipped[n]}" for n in matched if n in selection.skipped)
+        detail = "; ".join(f"{n!r}: {r}" for n, r in selection.skipped.items())
         raise LayerError(
             f"no targetable layer left in {type(model).__name__} (target_modules={target_modules!r}, "
             f"exclude_modules={exclude_modules!r}): every matching layer is skipped ({detail}). Loosen "
             "exclude_modules/target_modules or pass another model."
         )
+    selection.tied = {n: others for n, others in selection.tied.items() if n in selection.targets}
     return selection
+
+
+def _refusal(model: nn.Module, uncorrectable: dict[str, str]) -> str:
+    names = list(uncorrectable)
+    listed = "; ".join(f"{n!r}: {r}" for n, r in uncorrectable.items())
+    return (
+        f"refusing to correct {type(model).__name__}: {len(names)} targeted layer(s) cannot be corrected exactly "
+        f"({listed}). Nothing was computed. Leave them out by adding {[re.escape(n) for n in names]!r} to "
+        "exclude_modules (CLI: --exclude-modules), or pass on_uncorrectable='skip' (CLI: --on-uncorrectable skip) "
+        "to correct the other layers and leave these unchanged"
+    )
