@@ -139,6 +139,28 @@ def _penultimate(tracker: _LastLinear, model: nn.Module, logits: torch.Tensor) -
     return h.cpu()
 
 
+def _class_points(
+    errors: torch.Tensor, features: torch.Tensor | None, members: torch.Tensor
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The gradient proxies of the samples ``members`` as facility location takes them: E rows, or the pair (E, H)."""
+    return errors[members] if features is None else (errors[members], features[members])
+
+
+def _class_medoids(
+    points: torch.Tensor | tuple[torch.Tensor, torch.Tensor], k: int, block_size: int, max_dense: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Facility location (exact lazy greedy) on one class's proxies, with every point's cluster.
+
+    Returns ``(chosen, owner, best, d_max)``: the positions in ``points`` of the k medoids in greedy order (what
+    :func:`~hf_verifix.facility_location.facility_location` returns as indices), the position in ``chosen`` of each
+    point's most similar medoid (ties: the earlier pick), that similarity, and d_max of sim = d_max - distance.
+    """
+    sim = _Similarity(points, False, None, block_size, max_dense)
+    chosen, _ = _greedy(sim, k, lazy=True)
+    owner, best = _assign(sim, chosen)
+    return torch.tensor(chosen, dtype=torch.long), owner, best, sim.d_max
+
+
 def _budgets(counts: torch.Tensor, n_trusted: int, per_class: bool) -> list[int]:
     """Split ``n_trusted`` over classes: equal (remainder to the first classes) or proportional (largest remainder)."""
     k = counts.numel()
@@ -267,14 +289,14 @@ class CoresetSelector:
             members = torch.nonzero(labels == c).flatten()
             if budgets[c] == 0 or members.numel() == 0:
                 continue
-            points = errors[members] if features is None else (errors[members], features[members])
-            sim = _Similarity(points, False, None, self.block_size, self.max_dense)
-            chosen, _ = _greedy(sim, min(members.numel(), math.ceil(self.oversample * budgets[c])), lazy=True)
-            owner, best = _assign(sim, chosen)
-            medoids = members[torch.tensor(chosen, dtype=torch.long)]
-            sizes = torch.bincount(owner, minlength=len(chosen))
-            distance = (sim.d_max - best).clamp(min=0.0)
-            scores[members] = distance / sim.d_max if sim.d_max > 0 else torch.zeros_like(distance)
+            picks = min(members.numel(), math.ceil(self.oversample * budgets[c]))
+            chosen, owner, best, d_max = _class_medoids(
+                _class_points(errors, features, members), picks, self.block_size, self.max_dense
+            )
+            medoids = members[chosen]
+            sizes = torch.bincount(owner, minlength=chosen.numel())
+            distance = (d_max - best).clamp(min=0.0)
+            scores[members] = distance / d_max if d_max > 0 else torch.zeros_like(distance)
             scores[medoids] = -sizes.double()
             weights[medoids] = sizes
             assignment[members] = medoids[owner]
