@@ -34,13 +34,12 @@ with ``pixel_values``/``labels`` columns in torch format)::
 
     args = TrainingArguments(
         output_dir="out", num_train_epochs=E, per_device_train_batch_size=128, per_device_eval_batch_size=512,
-        learning_rate=0.1, lr_scheduler_type="cosine", weight_decay=1e-4, save_strategy="no", report_to=[],
-        logging_strategy="epoch", seed=0,
+        optim="sgd", optim_args="momentum=0.9", learning_rate=0.1, weight_decay=1e-4, lr_scheduler_type="cosine",
+        save_strategy="no", report_to=[], logging_strategy="epoch", seed=0,
     )
     trainer = BootstrappingTrainer(
         model, args, train_dataset=TensorDataset(images, noisy_labels),
         bootstrapping=BootstrappingConfig(warmup_epochs=E // 3),   # M-DYR-H; see BootstrappingConfig.for_method
-        optimizer_cls_and_kwargs=(torch.optim.SGD, {"momentum": 0.9}),
     )
     trainer.train()   # trains ``model`` in place; trainer.noisy_posterior holds the last epoch's p(noisy)
 
