@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
 import shlex
 import sys
+import tempfile
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -233,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--private", action="store_true", help="create the repo private")
     output.add_argument(
         "--overwrite", action="store_true", help="replace a model or card already in --output-dir or on the repo"
+    )
+    output.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the correction report (report.md and its figures, embedded in the card; written when there is an "
+        "--eval-split and matplotlib is installed)",
     )
     correct.set_defaults(handler=_cmd_correct)
 
@@ -509,9 +517,8 @@ def _check_repo_before_work(repo_id: str, overwrite: bool) -> None:
 # ---------------------------------------------------------------------------------------------------------- commands
 def _cmd_correct(args: argparse.Namespace) -> int:
     from . import CorrectionConfig, ProjectionCorrector
-    from .hub import _protected_files, is_repo_id, push_folder, save_corrected
+    from .hub import _protected_files, is_repo_id
     from .metrics import source_accuracy
-    from .model_card import CardInfo
 
     _check_selector(args.selector)
     if args.eval_noisy_labels and not args.eval_split:
@@ -607,8 +614,43 @@ def _cmd_correct(args: argparse.Namespace) -> int:
         if evaluation is not None:
             after = source_accuracy(loaded.model, _source(loaded, evaluation, args.batch_size), progress)
 
-    if not _main_process():
-        return 0
+    clean = train.labels(train.reference_column) if train.reference_column else None
+    with tempfile.TemporaryDirectory(prefix="hf_verifix_report_") as report_dir:
+        report = None
+        if evaluation is not None and not args.no_report:
+            if importlib.util.find_spec("matplotlib") is None:
+                _warn("matplotlib is not installed, so the card has no report figures (pip install matplotlib)")
+            else:  # every process: the report's evaluation passes are collective
+                report = _run_quietly(
+                    corrector.write_report,
+                    report_dir,
+                    eval_data=evaluation.dataset,
+                    clean_labels=clean,
+                    transform=loaded.transform,
+                )
+        if not _main_process():
+            return 0
+        _save_and_push(args, corrector, loaded, train, evaluation, output, alphas, before, after, clean, report)
+    return 0
+
+
+def _save_and_push(
+    args: argparse.Namespace,
+    corrector: Any,
+    loaded: Any,
+    train: Any,
+    evaluation: Any,
+    output: Path,
+    alphas: list[float] | None,
+    before: float | None,
+    after: float | None,
+    clean: Any,
+    report: Path | None,
+) -> None:
+    """Main process: write the corrected model, its card (embedding the report's figures) and push it if asked."""
+    from .hub import push_folder, save_corrected
+    from .model_card import CardInfo
+
     card = CardInfo(
         model_name=(args.push_to_hub or output.resolve().name).split("/")[-1],
         base_model=loaded.repo_id or args.model,
@@ -633,9 +675,14 @@ def _cmd_correct(args: argparse.Namespace) -> int:
         command=_reproduce_command(args, loaded, train, alphas),
         repo_id=args.push_to_hub,
     )
-    clean = train.labels(train.reference_column) if train.reference_column else None
     save_corrected(
-        corrector, output, processor=loaded.processor, card_info=card, clean_labels=clean, overwrite=args.overwrite
+        corrector,
+        output,
+        processor=loaded.processor,
+        card_info=card,
+        clean_labels=clean,
+        report_dir=report.parent if report is not None else None,
+        overwrite=args.overwrite,
     )
     if before is not None and after is not None:
         alpha_text = _format_alpha(corrector.applied_alpha)
@@ -653,7 +700,6 @@ def _cmd_correct(args: argparse.Namespace) -> int:
             commit_message=f"Upload SAP-corrected {card.base_model} (α = {alpha_text}, hf_verifix)",
         )
         _say(f"pushed to {args.push_to_hub}: {url}")
-    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

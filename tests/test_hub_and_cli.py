@@ -293,7 +293,14 @@ def test_cli_correct_writes_a_native_model_card_and_reproduce_command(work, corr
     files = {p.name for p in corrected_vit.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "correction_config.json",
             "correction_report.json", "README.md"} <= files  # fmt: skip
-    assert ("alpha_search.png" in files) == HAS_MATPLOTLIB
+    # With matplotlib, the correction report (report.md + figures) is written next to the model and the card embeds
+    # every figure; its α curve replaces the card's own alpha_search.png.
+    report_figures = {"alpha_curve.png", "per_class_accuracy.png", "confusion_matrices.png", "trusted_classes.png",
+                      "spectrum.png", "timings.png"}  # fmt: skip
+    assert (report_figures | {"report.md"} <= files) == HAS_MATPLOTLIB
+    assert "alpha_search.png" not in files
+    for name in report_figures & files:
+        assert (corrected_vit / name).read_bytes()[:4] == b"\x89PNG"
     assert not [name for name in files if name.startswith(".")], "staging files left behind"
     # Loadable without hf_verifix, in the model's own format.
     AutoModelForImageClassification.from_pretrained(corrected_vit)
@@ -313,7 +320,9 @@ def test_cli_correct_writes_a_native_model_card_and_reproduce_command(work, corr
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-classification"
     assert "| 1e3 |" in card.text and "N_trust" in card.text and "`classifier`" in card.text
     assert "from `eval_noisy.json`, as noisy as the training labels" in card.text
-    assert ("![Accuracy against α on the held-out data](alpha_search.png)" in card.text) == HAS_MATPLOTLIB
+    assert ("![Accuracy against α on the held-out data](alpha_curve.png)" in card.text) == HAS_MATPLOTLIB
+    embedded = {line.split("](")[1].rstrip(")") for line in card.text.splitlines() if line.startswith("![")}
+    assert embedded == (report_figures if HAS_MATPLOTLIB else set())
 
     # The card's command reproduces the same weights.
     command = card.text.split("```bash\n", 1)[1].split("\n```", 1)[0]
@@ -517,8 +526,8 @@ _END_TO_END = textwrap.dedent(
         result["datasets"] = card.data.datasets
         result["card"] = card.text
         result["files"] = HfApi().list_repo_files(repo_id)
-        if "alpha_search.png" in result["files"]:
-            result["png"] = open(hf_hub_download(repo_id, "alpha_search.png"), "rb").read()[:4].hex()
+        if "alpha_curve.png" in result["files"]:
+            result["png"] = open(hf_hub_download(repo_id, "alpha_curve.png"), "rb").read()[:4].hex()
         remote = AutoModelForImageClassification.from_pretrained(repo_id).state_dict()
         local = AutoModelForImageClassification.from_pretrained(output).state_dict()
         result["weights_equal"] = all(torch.equal(remote[k], local[k]) for k in local)
@@ -583,7 +592,7 @@ def test_end_to_end_load_by_id_correct_push_and_reload_by_id(work, hub, tmp_path
     assert {"README.md", "model.safetensors", "config.json", "preprocessor_config.json",
             "correction_config.json"} <= set(result["files"])  # fmt: skip
     if HAS_MATPLOTLIB:
-        assert result["png"] == "89504e47" and "](alpha_search.png)" in result["card"]
+        assert result["png"] == "89504e47" and "](alpha_curve.png)" in result["card"]
     pushed = hub.repo("tester/tiny-vit-sap")
     assert pushed is not None and len(pushed.commits) == 1  # model, card and plot in ONE commit
     assert FAKE_TOKEN in hub.tokens_seen
