@@ -828,9 +828,10 @@ def save_corrected(
 ) -> Path:
     """Write the corrected model, its image processor, config, report and model card to ``output_dir``.
 
-    The model goes first (:meth:`ProjectionCorrector.save_pretrained`: native format + ``correction_config.json`` +
-    ``correction_report.json``), then the processor and card, each file moved into place whole. Only the main
-    process writes (under ``accelerate launch`` the others return at once).
+    Everything (:meth:`ProjectionCorrector.save_pretrained`'s native format, ``correction_config.json`` and
+    ``correction_report.json``, then the processor, report and card) is written to one staging folder and moved
+    into place together (:func:`hf_verifix.staging.staged_directory`), so an interruption leaves either no new
+    files or all of them. Only the main process writes (under ``accelerate launch`` the others return at once).
 
     Args:
         corrector: A fitted :class:`~hf_verifix.ProjectionCorrector` (the model as it should be saved).
@@ -867,11 +868,13 @@ def save_corrected(
             "them, or choose another output folder"
         )
     figures = _report_figures(Path(report_dir)) if report_dir is not None else {}  # checked before any write
-    corrector.save_pretrained(target)
     from .corrector import REPORT_NAME
 
     report = corrector.report(clean_labels=clean_labels) if clean_labels is not None else corrector.report()
+    # One staging folder for everything: an interruption never leaves a model without its card (which would make a
+    # re-run without --overwrite refuse the folder).
     with staged_directory(target) as staging:
+        corrector.save_pretrained(staging)
         if processor is not None and hasattr(processor, "save_pretrained"):
             processor.save_pretrained(staging)
         if clean_labels is not None:

@@ -267,3 +267,29 @@ def test_sigint_while_moving_files_into_an_existing_folder_is_held_until_all_are
     assert {p.name: p.read_text() for p in out.iterdir()} == {"a.txt": "new a", "b.txt": "new b", "c.txt": "new c"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+
+
+def test_save_corrected_writes_model_and_card_in_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the card is written (after the model): no folder holding a model without its card."""
+    import hf_verifix.hub as hub
+    from hf_verifix.model_card import CardInfo
+
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(8, 3, generator=generator), torch.arange(8) % 2)
+    corrector = ProjectionCorrector(nn.Linear(3, 2), n_trusted=4, progress=False).fit(data)
+    written: list[str] = []
+
+    def interrupted_card(staging: Path, *args: Any, **kwargs: Any) -> None:
+        written.extend(sorted(p.name for p in staging.iterdir()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub, "write_model_card", interrupted_card)
+    with pytest.raises(KeyboardInterrupt):
+        hub.save_corrected(corrector, tmp_path / "out", card_info=CardInfo("demo"))
+    assert written == OUTPUT_FILES  # the model had been written (staged) when the card was interrupted
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    folder = hub.save_corrected(
+        corrector, tmp_path / "out", card_info=CardInfo("demo")
+    )  # the re-run needs no --overwrite
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*OUTPUT_FILES, "README.md"])
