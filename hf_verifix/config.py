@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, describe_value
 
 __all__ = ["CONFIG_NAME", "CorrectionConfig"]
 
@@ -45,14 +45,6 @@ def _outside_package_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
-
-
-def _describe(value: Any) -> str:
-    """``repr`` of a received value with its type, for error messages (``True (bool)``, ``'3e4' (str)``)."""
-    text = repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{text} ({type(value).__name__})"
 
 
 @dataclass
@@ -123,13 +115,13 @@ class CorrectionConfig:
         if not isinstance(self.selector, str) or not self.selector:
             raise ConfigError(
                 f"selector must be the non-empty name of a registered selector (e.g. 'loss'; see "
-                f"hf_verifix.list_selectors()), got {_describe(self.selector)}"
+                f"hf_verifix.list_selectors()), got {describe_value(self.selector)}"
             )
         self.selector_kwargs = _valid_selector_kwargs(self.selector_kwargs)
         for name in ("per_class", "recalibrate_batchnorm", "progress"):
             value = getattr(self, name)
             if not isinstance(value, bool):
-                raise ConfigError(f"{name} must be True or False, got {_describe(value)}; pass a bool")
+                raise ConfigError(f"{name} must be True or False, got {describe_value(value)}; pass a bool")
         self.target_modules = _valid_patterns(self.target_modules, "target_modules")
         if self.target_modules == []:
             raise ConfigError(
@@ -143,7 +135,7 @@ class CorrectionConfig:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(
                     f"{name} must be a column name of the dataset (a non-empty str) or None to detect it, "
-                    f"got {_describe(value)}"
+                    f"got {describe_value(value)}"
                 )
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,7 +235,7 @@ def _valid_alpha(value: Any, name: str) -> float:
     except OverflowError:  # an int or Fraction too large for a float
         number = math.inf
     if not math.isfinite(number) or number <= 0:
-        raise ConfigError(f"{name} must be a finite number > 0 (e.g. 3e4), got {_describe(value)}")
+        raise ConfigError(f"{name} must be a finite number > 0 (e.g. 3e4), got {describe_value(value)}")
     return number
 
 
@@ -253,7 +245,7 @@ def _valid_selector_kwargs(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise ConfigError(
             f"selector_kwargs must be a dict of keyword arguments with str keys (e.g. {{'n': 10}}) or None, "
-            f"got {_describe(value)}"
+            f"got {describe_value(value)}"
         )
     try:
         json.dumps(value, allow_nan=False)
@@ -268,7 +260,8 @@ def _valid_selector_kwargs(value: Any) -> dict[str, Any] | None:
 def _valid_alpha_grid(value: Any) -> tuple[float, ...]:
     if isinstance(value, (str, bytes, dict, set, frozenset)) or not hasattr(value, "__iter__"):
         raise ConfigError(
-            f"alpha_grid must be a list or tuple of finite numbers > 0 (e.g. (1e3, 3e4, 1e6)), got {_describe(value)}"
+            "alpha_grid must be a list or tuple of finite numbers > 0 (e.g. (1e3, 3e4, 1e6)), got "
+            f"{describe_value(value)}"
         )
     grid = tuple(_valid_alpha(a, "every alpha_grid entry") for a in value)
     if not grid:
@@ -280,7 +273,7 @@ def _valid_int(value: Any, name: str, low: int, example: int, high: int | None =
     upper = _MAX_SEED_TEXT if high == _MAX_SEED else str(high)
     allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {upper}]"
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {_describe(value)}")
+        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {describe_value(value)}")
     number = int(value)
     if number < low or (high is not None and number > high):
         raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {number}")
@@ -294,7 +287,7 @@ def _valid_on_uncorrectable(value: Any) -> str:
     if not isinstance(value, str) or value not in ON_UNCORRECTABLE:
         raise ConfigError(
             f"on_uncorrectable must be 'error' (refuse a model with layers that cannot be corrected) or 'skip' "
-            f"(leave those layers unchanged), got {_describe(value)}"
+            f"(leave those layers unchanged), got {describe_value(value)}"
         )
     return value
 
@@ -307,7 +300,7 @@ def _valid_patterns(value: Any, name: str) -> list[str] | None:
     if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
         raise ConfigError(
             f"{name} must be a list of regular expressions over layer names (e.g. ['fc', 'layer4\\..*']) or None, "
-            f"got {_describe(value)}"
+            f"got {describe_value(value)}"
         )
     for pattern in value:
         try:

@@ -14,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "LayerError", "NumericalError", "VerifixError"]
+from typing import Any
+
+__all__ = ["ConfigError", "DataError", "LayerError", "NumericalError", "VerifixError", "describe_value"]
 
 
 class VerifixError(Exception):
@@ -65,3 +67,16 @@ class NumericalError(VerifixError, ArithmeticError):
         Traceback (most recent call last):
         NumericalError: NaN in the inputs of 'fc'
     """
+
+
+def describe_value(value: Any) -> str:
+    """``repr`` of a received value with its type, for error messages (cut to 80 characters).
+
+    Example:
+        >>> describe_value(True), describe_value("3e4")
+        ('True (bool)', "'3e4' (str)")
+    """
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} ({type(value).__name__})"

@@ -36,7 +36,7 @@ from ..corrector import REPORT_NAME, ProjectionCorrector, _alpha_candidates
 from ..data.images import Transform
 from ..data.source import as_source
 from ..distributed import is_main_process
-from ..errors import ConfigError, DataError, VerifixError
+from ..errors import ConfigError, DataError, VerifixError, describe_value
 from ..metrics import source_accuracy
 
 __all__ = ["LOG_PREFIX", "SAPCallback"]
@@ -50,11 +50,6 @@ Example:
 """
 
 logger = logging.getLogger(__name__)
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{text[:77] + '...' if len(text) > 80 else text} ({type(value).__name__})"
 
 
 def _is_hf_dataset(data: Any) -> bool:
@@ -71,7 +66,7 @@ def _valid_on_epochs(on_epochs: Any) -> frozenset[int]:
         return frozenset()
     if isinstance(on_epochs, (str, bytes)) or not hasattr(on_epochs, "__iter__"):
         raise ConfigError(
-            f"on_epochs must be a list of 1-based epoch numbers (e.g. [1, 3]) or None, got {_describe(on_epochs)}"
+            f"on_epochs must be a list of 1-based epoch numbers (e.g. [1, 3]) or None, got {describe_value(on_epochs)}"
         )
     epochs = list(on_epochs)
     bad = [e for e in epochs if isinstance(e, bool) or not isinstance(e, int) or e < 1]
@@ -86,7 +81,7 @@ def _valid_output_subdir(output_subdir: Any) -> str:
     if not isinstance(output_subdir, str) or not output_subdir.strip():
         raise ConfigError(
             f"output_subdir must be a non-empty relative folder name such as 'sap_correction', "
-            f"got {_describe(output_subdir)}"
+            f"got {describe_value(output_subdir)}"
         )
     path = PurePath(output_subdir)
     if path.is_absolute() or ".." in path.parts:
@@ -198,11 +193,11 @@ class SAPCallback(TrainerCallback):
             config = CorrectionConfig()
         if not isinstance(config, CorrectionConfig):
             raise ConfigError(
-                f"config must be a hf_verifix.CorrectionConfig or None, got {_describe(config)}; "
+                f"config must be a hf_verifix.CorrectionConfig or None, got {describe_value(config)}; "
                 "build one with CorrectionConfig(n_trusted=..., ...)"
             )
         if not isinstance(search_alpha, bool):
-            raise ConfigError(f"search_alpha must be True or False, got {_describe(search_alpha)}")
+            raise ConfigError(f"search_alpha must be True or False, got {describe_value(search_alpha)}")
         if alphas is not None and not search_alpha:
             raise ConfigError(
                 "alphas is only used by the α search, but search_alpha=False; pass search_alpha=True, or drop "
@@ -211,7 +206,7 @@ class SAPCallback(TrainerCallback):
         if transform is not None and not callable(transform):
             raise ConfigError(
                 f"transform must be a callable mapping an image to a tensor (e.g. a torchvision transform or an "
-                f"image processor) or None, got {_describe(transform)}"
+                f"image processor) or None, got {describe_value(transform)}"
             )
         for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             _reject_unindexable(data, name)
@@ -252,7 +247,8 @@ class SAPCallback(TrainerCallback):
         """
         if not callable(getattr(trainer, "log", None)):
             raise ConfigError(
-                f"set_trainer expects a transformers.Trainer (an object with a log() method), got {_describe(trainer)}"
+                "set_trainer expects a transformers.Trainer (an object with a log() method), got "
+                f"{describe_value(trainer)}"
             )
         self.trainer = trainer
         callbacks = getattr(getattr(trainer, "callback_handler", None), "callbacks", None)
@@ -308,7 +304,8 @@ class SAPCallback(TrainerCallback):
         model = kwargs.get("model")
         if not isinstance(model, nn.Module):
             raise VerifixError(
-                f"SAPCallback needs the model the Trainer passes to callbacks (model=...), got {_describe(model)}; "
+                "SAPCallback needs the model the Trainer passes to callbacks (model=...), got "
+                f"{describe_value(model)}; "
                 "when calling the event yourself, pass model=your_model"
             )
         config = self.config

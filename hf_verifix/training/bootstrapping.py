@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..data.source import as_source
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, describe_value
 from ..mixture import BetaMixture
 from ..models.forward import logits_of
 from ..selection.loss import per_sample_losses
@@ -304,14 +304,9 @@ def binomial_guided_weights(clean_p: torch.Tensor, clean_q: torch.Tensor, n: int
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{text[:77] + '...' if len(text) > 80 else text} ({type(value).__name__})"
-
-
 def _positive_int(name: str, value: Any, minimum: int, hint: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {_describe(value)}; {hint}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {describe_value(value)}; {hint}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,25 +369,25 @@ class BootstrappingConfig:
         ):
             value = getattr(self, name)
             if value not in allowed:
-                raise ConfigError(f"{name} must be one of {list(allowed)}, got {_describe(value)}")
+                raise ConfigError(f"{name} must be one of {list(allowed)}, got {describe_value(value)}")
         for name, low_open in (("alpha", True), ("reg_weight", False)):
             value = getattr(self, name)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not ok or (value <= 0 if low_open else value < 0):
                 bound = "> 0" if low_open else ">= 0"
-                raise ConfigError(f"{name} must be a finite number {bound}, got {_describe(value)}")
+                raise ConfigError(f"{name} must be a finite number {bound}, got {describe_value(value)}")
             object.__setattr__(self, name, float(value))
         temperature = self.final_temperature
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature <= 1:
             raise ConfigError(
-                f"final_temperature must be a number in (0, 1], got {_describe(temperature)}; e.g. 0.001"
+                f"final_temperature must be a number in (0, 1], got {describe_value(temperature)}; e.g. 0.001"
             )
         object.__setattr__(self, "final_temperature", float(temperature))
         _positive_int("warmup_epochs", self.warmup_epochs, 0, "the number of epochs before the first mixture fit")
         _positive_int("binomial_n", self.binomial_n, 1, "the seed uses 10000")
         _positive_int("bmm_max_iters", self.bmm_max_iters, 1, "the paper uses 10")
         if not isinstance(self.progress, bool):
-            raise ConfigError(f"progress must be True or False, got {_describe(self.progress)}")
+            raise ConfigError(f"progress must be True or False, got {describe_value(self.progress)}")
         if self.prior is not None:
             values = list(self.prior) if isinstance(self.prior, (list, tuple)) else None
             ok = values is not None and len(values) >= 2
@@ -401,7 +396,7 @@ class BootstrappingConfig:
             if not ok:
                 raise ConfigError(
                     f"prior must be None (uniform) or one non-negative number per class with a positive sum, e.g. "
-                    f"(0.5, 0.3, 0.2); got {_describe(self.prior)}"
+                    f"(0.5, 0.3, 0.2); got {describe_value(self.prior)}"
                 )
             object.__setattr__(self, "prior", tuple(float(v) for v in values or []))
 
@@ -580,7 +575,8 @@ class BootstrappingTrainer(Trainer):
             bootstrapping = BootstrappingConfig()
         if not isinstance(bootstrapping, BootstrappingConfig):
             raise ConfigError(
-                f"bootstrapping must be a BootstrappingConfig or None, got {_describe(bootstrapping)}; build one with "
+                f"bootstrapping must be a BootstrappingConfig or None, got {describe_value(bootstrapping)}; "
+                "build one with "
                 "BootstrappingConfig(warmup_epochs=..., ...) or BootstrappingConfig.for_method('M-DYR-H')"
             )
         if kwargs.get("compute_loss_func") is not None:
@@ -702,7 +698,7 @@ class BootstrappingTrainer(Trainer):
         )
         model = self.model
         if not isinstance(model, nn.Module):
-            raise DataError(f"BootstrappingTrainer needs a model (an nn.Module), got {_describe(model)}")
+            raise DataError(f"BootstrappingTrainer needs a model (an nn.Module), got {describe_value(model)}")
         source = as_source(loader, model, self.args.per_device_eval_batch_size)
         source.num_workers = self.args.dataloader_num_workers
         progress = self.bootstrapping.progress and not self.args.disable_tqdm

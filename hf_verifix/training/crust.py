@@ -42,7 +42,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 
 from ..data.source import as_source
 from ..distributed import broadcast_from_main, is_main_process
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, describe_value
 from ..models.forward import logits_of
 from ..selection.coreset import _budgets, _class_medoids, _class_points, gradient_proxies
 
@@ -55,11 +55,6 @@ _MEMBER_INPUTS = "crust_member_inputs"
 _MEDOID, _MEMBER, _LAMBDA, _WEIGHT = "crust_medoid", "crust_member", "crust_lambda", "crust_weight"
 # Names a plain (input, label) item gets, and what the column filter must keep for models that name them otherwise.
 _INPUT, _LABELS = "pixel_values", "labels"
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{text[:77] + '...' if len(text) > 80 else text} ({type(value).__name__})"
 
 
 def _is_number(value: Any) -> bool:
@@ -112,29 +107,29 @@ class CrustConfig:
         if not _is_number(self.fraction) or not 0 < self.fraction <= 1:
             raise ConfigError(
                 f"fraction must be a number in (0, 1] (the share of the training set kept as coreset; the paper "
-                f"uses 0.5), got {_describe(self.fraction)}"
+                f"uses 0.5), got {describe_value(self.fraction)}"
             )
         if not _is_number(self.mixup_alpha) or not 0 < self.mixup_alpha < math.inf:
             raise ConfigError(
-                f"mixup_alpha must be a finite number > 0 (λ ~ Beta(α, α)), got {_describe(self.mixup_alpha)}; "
+                f"mixup_alpha must be a finite number > 0 (λ ~ Beta(α, α)), got {describe_value(self.mixup_alpha)}; "
                 "for no mixup set members_per_medoid=0"
             )
         for name in ("members_per_medoid", "block_size", "max_dense"):
             value = getattr(self, name)
             low = 1 if name == "block_size" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {_describe(value)}")
+                raise ConfigError(f"{name} must be an integer >= {low}, got {describe_value(value)}")
         if self.gradient not in ("logits", "last_layer"):
-            raise ConfigError(f"gradient must be 'logits' or 'last_layer', got {_describe(self.gradient)}")
+            raise ConfigError(f"gradient must be 'logits' or 'last_layer', got {describe_value(self.gradient)}")
         if self.classes not in ("labels", "predictions"):
             raise ConfigError(
                 f"classes must be 'labels' (group by the noisy labels) or 'predictions' (by the model's "
-                f"predictions, Algorithm 1 line 4), got {_describe(self.classes)}"
+                f"predictions, Algorithm 1 line 4), got {describe_value(self.classes)}"
             )
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
-            raise ConfigError(f"seed must be a non-negative integer or None, got {_describe(self.seed)}")
+            raise ConfigError(f"seed must be a non-negative integer or None, got {describe_value(self.seed)}")
         if not isinstance(self.progress, bool):
-            raise ConfigError(f"progress must be True or False, got {_describe(self.progress)}")
+            raise ConfigError(f"progress must be True or False, got {describe_value(self.progress)}")
 
 
 @dataclass(frozen=True)
@@ -421,7 +416,7 @@ class CrustTrainer(Trainer):
             crust = CrustConfig()
         if not isinstance(crust, CrustConfig):
             raise ConfigError(
-                f"crust must be a hf_verifix CrustConfig or None, got {_describe(crust)}; "
+                f"crust must be a hf_verifix CrustConfig or None, got {describe_value(crust)}; "
                 "pass crust=CrustConfig(fraction=0.5, ...)"
             )
         if self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0:
@@ -545,7 +540,7 @@ class CrustTrainer(Trainer):
             (6, 30)
         """
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ConfigError(f"epoch must be a non-negative integer, got {_describe(epoch)}")
+            raise ConfigError(f"epoch must be a non-negative integer, got {describe_value(epoch)}")
         started = time.perf_counter()
         items = self._crust_items()
         config = self.crust
@@ -559,7 +554,7 @@ class CrustTrainer(Trainer):
         )
         model = self.model
         if not isinstance(model, nn.Module):
-            raise ConfigError(f"CrustTrainer needs a torch model, got {_describe(model)}")
+            raise ConfigError(f"CrustTrainer needs a torch model, got {describe_value(model)}")
         progress = config.progress and not self.args.disable_tqdm
         errors, features, labels, num_classes = gradient_proxies(
             model, as_source(loader, model), config.gradient, progress
