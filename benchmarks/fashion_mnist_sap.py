@@ -365,14 +365,10 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    opts = parse_args(argv)
-    torch.set_num_threads(opts.threads)
-    example = load_example()
-    started = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    output: dict[str, Any] = {
-        "benchmark": "fashion_mnist_sap",
+def results_skeleton(name: str, opts: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON every benchmark writes: its name, options, software and machine, and the (growing) list of runs."""
+    return {
+        "benchmark": name,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
         "environment": {
             "python": platform.python_version(),
@@ -385,6 +381,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "runs": runs,
     }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    opts = parse_args(argv)
+    torch.set_num_threads(opts.threads)
+    example = load_example()
+    started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    output = results_skeleton("fashion_mnist_sap", opts, runs)
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     for seed in opts.seeds:
         runs.append(run_seed(example, seed, opts))

@@ -37,7 +37,6 @@ import copy
 import io
 import json
 import math
-import platform
 import statistics
 import tempfile
 import time
@@ -46,14 +45,13 @@ from typing import Any
 
 import timm
 import torch
-from fashion_mnist_sap import RESULTS_DIR, _json_default, clean_fraction, load_example, log, mean_std
+from fashion_mnist_sap import RESULTS_DIR, _json_default, clean_fraction, load_example, log, mean_std, results_skeleton
 from flops import correction_compute, layer_costs, training_compute
 from selector_benchmark import prepare_data
 from torch import nn
 from torch.utils.data import TensorDataset
 from transformers import TrainingArguments
 
-import hf_verifix
 from hf_verifix import CorrectionConfig, ProjectionCorrector
 from hf_verifix.data.source import as_source
 from hf_verifix.metrics import source_accuracy
@@ -351,18 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     example = load_example()
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
-    output: dict[str, Any] = {
-        "benchmark": "robust_training",
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "hf_verifix": hf_verifix.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "runs": runs,
-    }
+    output = results_skeleton("robust_training", opts, runs)
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     for seed in opts.seeds:
         runs.extend(run_seed(example, seed, opts))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -38,10 +37,9 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-from fashion_mnist_sap import RESULTS_DIR, _json_default, clean_fraction, load_example, log, mean_std
+from fashion_mnist_sap import RESULTS_DIR, _json_default, clean_fraction, load_example, log, mean_std, results_skeleton
 from torch.utils.data import TensorDataset
 
-import hf_verifix
 from hf_verifix import CorrectionConfig, ProjectionCorrector, get_selector, list_selectors
 from hf_verifix.data.fashion_mnist import load_fashion_mnist_arrays
 from hf_verifix.data.source import as_source
@@ -229,19 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     example = load_example()
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
-    output: dict[str, Any] = {
-        "benchmark": "selectors",
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "hf_verifix": hf_verifix.__version__,
-            "threads": torch.get_num_threads(),
-            "registered_selectors": list_selectors(),
-        },
-        "runs": runs,
-    }
+    output = results_skeleton("selectors", opts, runs)
+    output["environment"]["registered_selectors"] = list_selectors()
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     for seed in opts.seeds:  # seed-major, so an interrupted run still covers every noise setting
         for noise in opts.noises:
