@@ -6,12 +6,16 @@ Example:
     30000.0
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .config import CorrectionConfig
 from .corrector import AlphaSearchResult, ProjectionCorrector
 from .errors import ConfigError, DataError, LayerError, NumericalError, VerifixError
 from .integrations import SAPCallback
-from .metrics import Accuracy
 from .selection import get_selector, list_selectors, register_selector
+
+if TYPE_CHECKING:
+    from .metrics import Accuracy
 
 __version__ = "0.1.0"
 
@@ -30,3 +34,12 @@ __all__ = [
     "list_selectors",
     "register_selector",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `Accuracy` is an `evaluate.Metric`; importing `evaluate` takes seconds, so it is only imported when asked for.
+    if name == "Accuracy":
+        from .metrics import Accuracy
+
+        return Accuracy
+    raise AttributeError(f"module 'hf_verifix' has no attribute {name!r}")

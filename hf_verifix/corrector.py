@@ -20,7 +20,6 @@ from .data.images import Transform
 from .data.source import SampleSource, as_source
 from .distributed import broadcast_from_main, is_main_process, process_rank_and_count, sum_across_processes
 from .errors import ConfigError, DataError, NumericalError, VerifixError
-from .metrics import source_accuracy
 from .models.forward import model_device
 from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .projection.spectrum import Spectrum, decompose
@@ -410,6 +409,8 @@ class ProjectionCorrector:
         source = as_source(eval_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
         self.revert()
         start = time.perf_counter()
+        from .metrics import source_accuracy  # imports `evaluate` (seconds), so only when α is searched
+
         baseline = source_accuracy(self.model, source, cfg.progress)
         curve: dict[float, float] = {}
         for alpha in tqdm(grid, desc="searching α", disable=not (cfg.progress and is_main_process())):

@@ -37,7 +37,6 @@ from ..data.images import Transform
 from ..data.source import as_source
 from ..distributed import is_main_process
 from ..errors import ConfigError, DataError, VerifixError, describe_value
-from ..metrics import source_accuracy
 
 __all__ = ["LOG_PREFIX", "SAPCallback"]
 
@@ -326,6 +325,8 @@ class SAPCallback(TrainerCallback):
         train_data = self._readable(train_data, train_collate, config.batch_size, "training")
         if eval_data is not None:
             eval_data = self._readable(eval_data, eval_collate, config.batch_size, "evaluation")
+
+        from ..metrics import source_accuracy  # imports `evaluate` (seconds), so only when a correction runs
 
         started = time.perf_counter()
         logs: dict[str, float] = {}
