@@ -512,3 +512,47 @@ def test_two_processes_correct_exactly_like_one(tmp_path):
             assert torch.equal(rank0[key][name], rank1[key][name]), name  # identical on both ranks
     changed = [name for name, w in one["trained_state"].items() if not torch.equal(w, one["state"][name])]
     assert "classifier.weight" in changed and "vit.embeddings.patch_embeddings.projection.weight" in changed
+
+
+class ReflectNet(nn.Module):
+    """A classifier whose first conv pads by reflection: SAP cannot correct it exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+        self.head = nn.Linear(4, 3)
+        self.calls = 0
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        logits = self.head(self.conv(pixel_values).mean(dim=(2, 3)))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else logits.sum() * 0
+        return {"loss": loss, "logits": logits}
+
+
+def test_an_uncorrectable_model_is_refused_before_the_first_training_step(tmp_path):
+    from hf_verifix.errors import LayerError
+
+    model = ReflectNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y, _ = images_and_labels(12, seed=0)
+    trainer = Trainer(
+        model=model,
+        args=training_args(tmp_path, num_train_epochs=1),
+        train_dataset=pixel_dataset(x, y),
+        callbacks=[SAPCallback(config(n_trusted=6))],
+    )
+    with pytest.raises(LayerError, match=r"conv.*padding_mode='reflect'.*on_uncorrectable='skip'"):
+        trainer.train()
+    assert model.calls == 0 and trainer.state.global_step == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # With on_uncorrectable="skip" the same model trains and the rest of it is corrected at the end.
+    trainer = Trainer(
+        model=model,
+        args=training_args(tmp_path, num_train_epochs=1),
+        train_dataset=pixel_dataset(x, y),
+        callbacks=[SAPCallback(config(n_trusted=6, on_uncorrectable="skip"), alphas=[1e4])],
+    )
+    with pytest.warns(UserWarning, match="conv"):
+        trainer.train()
+    assert not torch.equal(before["head.weight"], model.head.weight) and model.calls > 0

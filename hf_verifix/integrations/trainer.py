@@ -37,6 +37,7 @@ from ..data.images import Transform
 from ..data.source import as_source
 from ..distributed import is_main_process
 from ..errors import ConfigError, DataError, VerifixError, describe_value
+from ..statistics.layers import find_target_layers
 
 __all__ = ["LOG_PREFIX", "SAPCallback"]
 
@@ -259,6 +260,30 @@ class SAPCallback(TrainerCallback):
         return self
 
     # ------------------------------------------------------------------ events
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        """Refuse, before any training step, a model whose targeted layers cannot all be corrected exactly.
+
+        With ``config.on_uncorrectable="error"`` (the default) a ``LayerError`` names every such layer, why, and the
+        fix, so no training time is spent on a model the correction would refuse at the end.
+
+        Example:
+            >>> import tempfile, torch
+            >>> from transformers import TrainerControl, TrainerState, TrainingArguments
+            >>> args = TrainingArguments(output_dir=tempfile.mkdtemp(), report_to=[], use_cpu=True)
+            >>> model = torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")
+            >>> SAPCallback().on_train_begin(args, TrainerState(), TrainerControl(), model=model)
+            Traceback (most recent call last):
+            ...
+            hf_verifix.errors.LayerError: ...
+        """
+        model = kwargs.get("model")
+        if isinstance(model, nn.Module):
+            cfg = self.config
+            find_target_layers(model, cfg.target_modules, cfg.exclude_modules, cfg.on_uncorrectable)
+        return control
+
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
