@@ -128,7 +128,10 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 
 
 def trainer_args(args: argparse.Namespace, output_dir: str) -> TrainingArguments:
-    """The example's schedule in the Trainer: SGD (momentum 0.9, weight decay 5e-4), lr 0.01 cosine-decayed."""
+    """The example's schedule in the Trainer: SGD (momentum 0.9, weight decay 5e-4), lr 0.01 cosine-decayed.
+
+    One difference: the Trainer decays weights only (not biases and norm parameters); ``example.train`` decays all.
+    """
     return TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=args.epochs,
@@ -204,9 +207,9 @@ def run_setting(
 
     def record_sap(key: str, base: str, model: nn.Module) -> ProjectionCorrector:
         corrector, seconds = sap(model, train_set, val_set, args)
-        post = correction_compute(costs, n, args.n_trusted, n_alphas) + float(n_alphas * n_val) * sum(
-            c.forward_macs for c in costs
-        )
+        forward = float(sum(c.forward_macs for c in costs))
+        alpha_search = (n_alphas + 1) * n_val * forward  # the α grid and the uncorrected baseline on the held-out set
+        post = correction_compute(costs, n, args.n_trusted, n_alphas) + alpha_search
         record(key, model, seconds, results[base]["training_flops"], post)
         results[key].update(
             alpha=corrector.applied_alpha, trusted_precision=clean_fraction(noisy_fit, corrector.trusted_indices)

@@ -830,8 +830,10 @@ def save_corrected(
 
     Everything (:meth:`ProjectionCorrector.save_pretrained`'s native format, ``correction_config.json`` and
     ``correction_report.json``, then the processor, report and card) is written to one staging folder and moved
-    into place together (:func:`hf_verifix.staging.staged_directory`), so an interruption leaves either no new
-    files or all of them. Only the main process writes (under ``accelerate launch`` the others return at once).
+    into place together (:func:`hf_verifix.staging.staged_directory`): when ``output_dir`` does not exist yet, an
+    interruption leaves either no folder or the complete one; into an existing folder (``overwrite``) the files are
+    moved one by one (each whole, Ctrl-C held until all are in). Only the main process writes (under
+    ``accelerate launch`` the others return at once).
 
     Args:
         corrector: A fitted :class:`~hf_verifix.ProjectionCorrector` (the model as it should be saved).
