@@ -41,7 +41,6 @@ from fashion_mnist_sap import RESULTS_DIR, _json_default, clean_fraction, load_e
 from torch.utils.data import TensorDataset
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector, get_selector, list_selectors
-from hf_verifix.data.fashion_mnist import load_fashion_mnist_arrays
 from hf_verifix.data.source import as_source
 from hf_verifix.metrics import source_accuracy
 from hf_verifix.noise import NoisyLabels, pair_noise, symmetric_noise
@@ -91,25 +90,15 @@ def noisy(labels: torch.Tensor, noise: str, seed: int) -> NoisyLabels:
 def prepare_data(
     example: Any, args: argparse.Namespace, noise: str, n_test: int | None
 ) -> tuple[TensorDataset, TensorDataset, TensorDataset, NoisyLabels, torch.Tensor]:
-    """The example's split (same permutation of the training images) with the requested noise, and clean labels."""
-    train_images, train_labels = load_fashion_mnist_arrays("train", root=args.data_dir)
-    test_images, test_labels = load_fashion_mnist_arrays("test", root=args.data_dir)
-    order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(args.seed))
-    fit_idx, val_idx = order[: args.n_train], order[args.n_train : args.n_train + args.n_val]
-    images = torch.from_numpy(train_images)
-    clean = torch.from_numpy(train_labels).long()
-    noisy_fit = noisy(clean[fit_idx], noise, args.seed)
-    noisy_val = noisy(clean[val_idx], noise, args.seed + 1)
-    test_x, test_y = torch.from_numpy(test_images), torch.from_numpy(test_labels).long()
-    if n_test is not None:
-        test_x, test_y = test_x[:n_test], test_y[:n_test]
-    return (
-        TensorDataset(example.to_inputs(images[fit_idx]), noisy_fit.labels),
-        TensorDataset(example.to_inputs(images[val_idx]), noisy_val.labels),
-        TensorDataset(example.to_inputs(test_x), test_y),
-        noisy_fit,
-        clean[fit_idx],
-    )
+    """The example's data (its split) with the requested noise, and the clean labels of the training images."""
+    clean: list[torch.Tensor] = []
+
+    def make_noise(labels: torch.Tensor, seed: int) -> NoisyLabels:
+        clean.append(labels)  # the training images' labels come first, then the held-out ones
+        return noisy(labels, noise, seed)
+
+    train_set, val_set, test_set, noisy_fit = example.prepare_data(args, n_test, noise=make_noise)
+    return train_set, val_set, test_set, noisy_fit, clean[0]
 
 
 def make_selector(name: str, noisy_fit: NoisyLabels, seed: int) -> Any:

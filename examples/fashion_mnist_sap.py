@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import timm
@@ -64,17 +65,27 @@ def to_inputs(images: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_data(
-    args: argparse.Namespace, n_test: int | None = None
+    args: argparse.Namespace,
+    n_test: int | None = None,
+    noise: Callable[[torch.Tensor, int], NoisyLabels] | None = None,
 ) -> tuple[TensorDataset, TensorDataset, TensorDataset, NoisyLabels]:
-    """Training set (noisy), held-out set with the same noise (for α), clean test set, and the injected noise."""
+    """Training set (noisy), held-out set with the same noise (for α), clean test set, and the injected noise.
+
+    ``noise(clean_labels, seed)`` makes the noisy labels (default: symmetric noise at rate ``args.noise``).
+    """
+    if noise is None:
+
+        def noise(labels: torch.Tensor, seed: int) -> NoisyLabels:
+            return symmetric_noise(labels, args.noise, num_classes=10, seed=seed)
+
     train_images, train_labels = load_fashion_mnist_arrays("train", root=args.data_dir)
     test_images, test_labels = load_fashion_mnist_arrays("test", root=args.data_dir)
     order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(args.seed))
     fit_idx, val_idx = order[: args.n_train], order[args.n_train : args.n_train + args.n_val]
     images = torch.from_numpy(train_images)
     clean = torch.from_numpy(train_labels).long()
-    noisy_fit = symmetric_noise(clean[fit_idx], args.noise, num_classes=10, seed=args.seed)
-    noisy_val = symmetric_noise(clean[val_idx], args.noise, num_classes=10, seed=args.seed + 1)
+    noisy_fit = noise(clean[fit_idx], args.seed)
+    noisy_val = noise(clean[val_idx], args.seed + 1)
     train_set = TensorDataset(to_inputs(images[fit_idx]), noisy_fit.labels)
     val_set = TensorDataset(to_inputs(images[val_idx]), noisy_val.labels)
     test_x, test_y = torch.from_numpy(test_images), torch.from_numpy(test_labels).long()
