@@ -269,14 +269,16 @@ def _valid_alpha_grid(value: Any) -> tuple[float, ...]:
     return grid
 
 
-def _valid_int(value: Any, name: str, low: int, example: int, high: int | None = None) -> int:
+def _valid_int(value: Any, name: str, low: int, example: int, high: int | None = None, hint: str = "") -> int:
+    """``value`` as an int in [low, high], else a ConfigError naming it, what is allowed and ``hint`` (the fix)."""
     upper = _MAX_SEED_TEXT if high == _MAX_SEED else str(high)
     allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {upper}]"
+    fix = f"; {hint}" if hint else ""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {describe_value(value)}")
+        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {describe_value(value)}{fix}")
     number = int(value)
     if number < low or (high is not None and number > high):
-        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {number}")
+        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {number}{fix}")
     return number
 
 

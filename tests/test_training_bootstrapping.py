@@ -291,6 +291,46 @@ def test_bad_trainer_arguments_and_data_raise_clear_errors(tmp_path):
         trainer.compute_loss(model, {"pixel_values": torch.zeros(2, 4), "labels": torch.tensor([0, 1])})
 
 
+class Pairs(Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.zeros(2), index
+
+
+def test_a_map_style_dataset_named_iterabledataset_is_accepted():
+    named = type("IterableDataset", (Pairs,), {})  # only the streams of torch and datasets are refused
+    assert IndexedDataset(named())[1]["labels"] == 1
+
+
+@pytest.mark.parametrize("warmup", ["mixup", "ce"])
+def test_a_prior_of_the_wrong_length_fails_at_the_first_step(warmup, tmp_path):
+    data = TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    config = BootstrappingConfig(prior=(0.5, 0.5), warmup_epochs=1, warmup=warmup, progress=False)
+    trainer = BootstrappingTrainer(mlp(), training_args(tmp_path), train_dataset=data, bootstrapping=config)
+    trainer.remove_callback(PrinterCallback)
+    with pytest.raises(ConfigError, match=r"prior=\.\.\.\) has 2 entries but the model predicts 3 classes.*pass 3 va"):
+        trainer.train()
+    assert trainer.state.global_step == 0  # not after the warm-up: no epoch of work lost
+
+
+def test_a_prior_of_the_wrong_length_fails_in_the_first_loss_pass_without_warm_up(tmp_path):
+    data = TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    config = BootstrappingConfig(prior=(0.2, 0.3, 0.1, 0.4), warmup_epochs=0, progress=False)
+    trainer = BootstrappingTrainer(mlp(), training_args(tmp_path), train_dataset=data, bootstrapping=config)
+    with pytest.raises(ConfigError, match="has 4 entries but the model predicts 3 classes"):
+        trainer.score_samples()
+
+
+def test_target_options_errors_say_what_is_allowed_and_the_fix():
+    logits = torch.zeros(1, 2)
+    with pytest.raises(ConfigError, match=r"mode must be 'hard' \(one-hot arg-max\) or 'soft'.*'argmax'.*pass mode="):
+        bootstrapped_targets(torch.tensor([0]), logits, torch.tensor([0.5]), mode="argmax")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"temperature must be a finite number > 0 .*got 0.0 .*e.g. temperature=1.0"):
+        bootstrapped_targets(torch.tensor([0]), logits, torch.tensor([0.5]), mode="soft", temperature=0.0)
+
+
 def test_training_shorter_than_the_warm_up_warns(tmp_path):
     data = TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
     trainer = BootstrappingTrainer(

@@ -31,13 +31,17 @@ from torch.utils.data import IterableDataset, TensorDataset
 from transformers import (
     TimmWrapperConfig,
     TimmWrapperForImageClassification,
+    TrainerControl,
+    TrainerState,
     TrainingArguments,
     ViTConfig,
     ViTForImageClassification,
 )
 
-from hf_verifix.errors import ConfigError, DataError
+from hf_verifix.errors import ConfigError, DataError, VerifixError
 from hf_verifix.facility_location import facility_location
+from hf_verifix.training import crust
+from hf_verifix.training._common import current_epoch
 from hf_verifix.training.crust import CrustConfig, CrustEpoch, CrustTrainer
 
 SHAPE = (3, 16, 16)
@@ -405,8 +409,8 @@ def test_plain_module_on_a_tensor_dataset_with_sgd_and_accumulation(tmp_path):
         ({"fraction": "half"}, r"fraction .* got 'half' \(str\)"),
         ({"mixup_alpha": 0.0}, r"mixup_alpha must be a finite number > 0.*members_per_medoid=0"),
         ({"mixup_alpha": float("inf")}, r"mixup_alpha must be a finite number > 0"),
-        ({"members_per_medoid": -1}, r"members_per_medoid must be an integer >= 0, got -1"),
-        ({"members_per_medoid": 1.0}, r"members_per_medoid must be an integer >= 0, got 1.0 \(float\)"),
+        ({"members_per_medoid": -1}, r"members_per_medoid must be an integer >= 0 \(e.g. 1\), got -1; it is how many"),
+        ({"members_per_medoid": 1.0}, r"members_per_medoid must be an integer >= 0 \(e.g. 1\), got 1.0 \(float\)"),
         ({"gradient": "full"}, r"gradient must be 'logits' or 'last_layer', got 'full'"),
         ({"classes": "clean"}, r"classes must be 'labels' .* or 'predictions'"),
         ({"seed": -2}, r"seed must be a non-negative integer or None"),
@@ -446,8 +450,104 @@ def test_bad_trainer_arguments_and_data_raise_clear_errors(tmp_path):
     with pytest.raises(DataError, match="CrustTrainer needs a train_dataset"):
         no_data.select_coreset(0)
     unpaired = CrustTrainer(mlp(0), training_args(tmp_path), train_dataset=[(x[0],)] * 4)
-    with pytest.raises(DataError, match=r"a dict .* or an \(input, label\) pair, got tuple"):
+    with pytest.raises(DataError, match=r"a dict .* or an \(input, label\) pair, got tuple at index 0"):
         unpaired.select_coreset(0)
+
+
+def test_errors_say_what_was_received_what_is_allowed_and_the_fix(tmp_path):
+    x, y = blobs([5, 5, 5], seed=0)
+    with pytest.raises(DataError, match=r"return a dict .*got list; pass data_collator=transformers.default_data_"):
+        crust._PairCollator(lambda rows: [row["labels"] for row in rows])._collate([{"labels": 0}])
+    with pytest.raises(DataError, match=r"needs a 'labels' .*got keys \['label_id'.*rename the dataset's label colu"):
+        crust._label_key({"label_id": torch.tensor([0]), "pixel_values": torch.zeros(1, 4)})
+    trainer = CrustTrainer(mlp(0), training_args(tmp_path), train_dataset=TensorDataset(x, y))
+    trainer.model = "resnet18"
+    with pytest.raises(ConfigError, match=r"needs a torch model \(an nn.Module.*got 'resnet18'.*CrustTrainer\(model"):
+        trainer.select_coreset(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# epochs, evaluation and rank 0's failures
+# ---------------------------------------------------------------------------------------------
+
+
+def test_current_epoch_floors_the_trainer_epoch():
+    assert current_epoch(TrainerState(epoch=2.6)) == 2  # resumed in the second half of epoch 2
+    assert current_epoch(TrainerState(epoch=3.0)) == 3
+    assert current_epoch(TrainerState(epoch=2.9999999)) == 3  # float noise at an epoch's start
+    assert current_epoch(TrainerState(epoch=None)) == 0
+
+
+def test_an_epoch_resumed_in_its_second_half_selects_with_its_own_number(tmp_path):
+    x, y = blobs([10, 10, 10], seed=0)
+    trainer = CrustTrainer(mlp(0), training_args(tmp_path), train_dataset=TensorDataset(x, y))
+    (select,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, crust._SelectEachEpoch)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        select.on_epoch_begin(trainer.args, TrainerState(epoch=2.6), TrainerControl())
+    assert trainer.crust_history[-1].epoch == 2
+
+
+@pytest.mark.parametrize("as_dicts", [False, True])
+def test_plain_module_evaluates_to_the_cross_entropy(as_dicts, tmp_path):
+    x, y = blobs([10, 10, 10], seed=0)
+    x_eval, y_eval = blobs([7, 6, 7], seed=1)
+    held_out: Any = TensorDataset(x_eval, y_eval)
+    if as_dicts:
+        held_out = [{"pixel_values": a, "labels": b} for a, b in zip(x_eval, y_eval, strict=True)]
+    model = mlp(0)
+    trainer = CrustTrainer(model, training_args(tmp_path), train_dataset=TensorDataset(x, y), eval_dataset=held_out)
+    with contextlib.redirect_stdout(io.StringIO()):
+        metrics = trainer.evaluate()
+    with torch.no_grad():
+        expected = F.cross_entropy(model.eval()(x_eval), y_eval)
+    assert metrics["eval_loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def record_broadcasts(monkeypatch, replies: list[torch.Tensor] | None = None) -> list[list[int]]:
+    """Replace crust's broadcast_from_main: records what is sent; returns ``replies`` in turn (else the input)."""
+    sent: list[list[int]] = []
+
+    def broadcast(tensor: torch.Tensor) -> torch.Tensor:
+        sent.append(tensor.tolist())
+        return replies.pop(0) if replies else tensor
+
+    monkeypatch.setattr(crust, "broadcast_from_main", broadcast)
+    return sent
+
+
+def test_a_failure_on_rank_0_is_broadcast_before_it_is_raised(monkeypatch, tmp_path):
+    x, y = blobs([10, 10, 10], seed=0)
+    trainer = CrustTrainer(mlp(0), training_args(tmp_path), train_dataset=TensorDataset(x, y))
+    sent = record_broadcasts(monkeypatch)
+
+    def fail(*args: Any) -> None:
+        raise RuntimeError("facility location ran out of memory")
+
+    monkeypatch.setattr(crust, "_draw_items", fail)
+    with pytest.raises(RuntimeError, match="ran out of memory"):
+        trainer.select_coreset(0)
+    assert sent == [[1]]  # the status, so the other ranks stop instead of waiting for the items
+
+
+def test_other_ranks_raise_when_rank_0_failed(monkeypatch, tmp_path):
+    x, y = blobs([10, 10, 10], seed=0)
+    trainer = CrustTrainer(mlp(0), training_args(tmp_path), train_dataset=TensorDataset(x, y))
+    monkeypatch.setattr(crust, "is_main_process", lambda: False)
+    sent = record_broadcasts(monkeypatch, replies=[torch.tensor([1])])
+    with pytest.raises(VerifixError, match=r"the main process \(rank 0\) failed .* epoch 0"):
+        trainer.select_coreset(0)
+    assert sent == [[0]]  # this rank's status is ignored; it waited for rank 0's and sent nothing after it
+
+
+def test_one_process_sends_an_ok_status_then_the_items(monkeypatch, tmp_path):
+    x, y = blobs([10, 10, 10], seed=0)
+    trainer = CrustTrainer(mlp(0), training_args(tmp_path), train_dataset=TensorDataset(x, y))
+    expected = trainer.select_coreset(0)
+    sent = record_broadcasts(monkeypatch)
+    record = trainer.select_coreset(0)
+    assert sent[0] == [0] and len(sent) == 5
+    assert torch.equal(record.item_members, expected.item_members)
+    assert torch.equal(record.item_lambdas, expected.item_lambdas)
 
 
 # ---------------------------------------------------------------------------------------------

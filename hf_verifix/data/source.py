@@ -37,6 +37,21 @@ class Batch:
     indices: torch.Tensor
 
 
+def is_iterable_dataset(data: Any) -> bool:
+    """Whether ``data`` is a stream: a torch ``IterableDataset`` or a 🤗 ``datasets.IterableDataset``.
+
+    Example:
+        >>> class Stream(IterableDataset):
+        ...     def __iter__(self):
+        ...         yield from range(3)
+        >>> is_iterable_dataset(TensorDataset(torch.zeros(2))), is_iterable_dataset(Stream())
+        (False, True)
+    """
+    return isinstance(data, IterableDataset) or (
+        type(data).__module__.startswith("datasets.") and type(data).__name__ == "IterableDataset"
+    )
+
+
 def _as_label_tensor(labels: Any) -> torch.Tensor:
     if isinstance(labels, torch.Tensor):
         tensor = labels

@@ -28,13 +28,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..config import CorrectionConfig
 from ..corrector import REPORT_NAME, ProjectionCorrector, _alpha_candidates
 from ..data.images import Transform
-from ..data.source import as_source
+from ..data.source import as_source, is_iterable_dataset
 from ..distributed import is_main_process
 from ..errors import ConfigError, DataError, VerifixError, describe_value
 from ..statistics.layers import find_target_layers
@@ -477,10 +477,7 @@ def _is_reporting_integration(callback: Any) -> bool:
 
 
 def _reject_unindexable(data: Any, name: str) -> None:
-    iterable = isinstance(data, IterableDataset) or (
-        type(data).__module__.startswith("datasets.") and type(data).__name__ == "IterableDataset"
-    )
-    if iterable:
+    if is_iterable_dataset(data):
         raise DataError(
             f"{name} is an iterable (streaming) dataset, which cannot revisit the trusted samples; pass a map-style "
             "dataset (datasets.Dataset, e.g. without streaming=True, or a torch Dataset with __getitem__)"

@@ -60,14 +60,16 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
-from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from torch.utils.data import DataLoader, Dataset
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..config import _is_number, _valid_int
 from ..data.source import as_source
 from ..errors import ConfigError, DataError, describe_value
 from ..mixture import BetaMixture
 from ..models.forward import logits_of
 from ..selection.loss import per_sample_losses
+from ._common import KeepColumnsTrainer, as_row, current_epoch, is_map_style
 
 __all__ = [
     "INDEX_KEY",
@@ -155,9 +157,15 @@ def bootstrapped_targets(
         [[0.5, 0.5], [1.0, 0.0]]
     """
     if mode not in ("hard", "soft"):
-        raise ConfigError(f"mode must be 'hard' or 'soft', got {mode!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ConfigError(f"temperature must be a finite number > 0, got {temperature!r}")
+        raise ConfigError(
+            f"mode must be 'hard' (one-hot arg-max) or 'soft' (softmax), got {describe_value(mode)}; pass "
+            "mode='hard' or mode='soft'"
+        )
+    if not (_is_number(temperature) and math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(
+            f"temperature must be a finite number > 0 (the softmax temperature of mode='soft'), got "
+            f"{describe_value(temperature)}; pass e.g. temperature=1.0 (a value near 0 approaches mode='hard')"
+        )
     logits = logits.detach().float()
     num_classes = logits.shape[-1]
     one_hot = F.one_hot(labels.long(), num_classes).to(logits.dtype)
@@ -304,11 +312,6 @@ def binomial_guided_weights(clean_p: torch.Tensor, clean_q: torch.Tensor, n: int
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value: Any, minimum: int, hint: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {describe_value(value)}; {hint}")
-
-
 @dataclasses.dataclass(frozen=True)
 class BootstrappingConfig:
     """Hyperparameters of M-DYR-H and its variants (defaults: M-DYR-H as in Arazo et al., 2019).
@@ -372,26 +375,29 @@ class BootstrappingConfig:
                 raise ConfigError(f"{name} must be one of {list(allowed)}, got {describe_value(value)}")
         for name, low_open in (("alpha", True), ("reg_weight", False)):
             value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = _is_number(value) and math.isfinite(value)
             if not ok or (value <= 0 if low_open else value < 0):
                 bound = "> 0" if low_open else ">= 0"
                 raise ConfigError(f"{name} must be a finite number {bound}, got {describe_value(value)}")
             object.__setattr__(self, name, float(value))
         temperature = self.final_temperature
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature <= 1:
+        if not _is_number(temperature) or not 0 < temperature <= 1:
             raise ConfigError(
                 f"final_temperature must be a number in (0, 1], got {describe_value(temperature)}; e.g. 0.001"
             )
         object.__setattr__(self, "final_temperature", float(temperature))
-        _positive_int("warmup_epochs", self.warmup_epochs, 0, "the number of epochs before the first mixture fit")
-        _positive_int("binomial_n", self.binomial_n, 1, "the seed uses 10000")
-        _positive_int("bmm_max_iters", self.bmm_max_iters, 1, "the paper uses 10")
+        for name, low, example, hint in (
+            ("warmup_epochs", 0, 10, "the number of epochs before the first mixture fit"),
+            ("binomial_n", 1, 10000, "the seed uses 10000"),
+            ("bmm_max_iters", 1, 10, "the paper uses 10"),
+        ):
+            object.__setattr__(self, name, _valid_int(getattr(self, name), name, low, example, hint=hint))
         if not isinstance(self.progress, bool):
             raise ConfigError(f"progress must be True or False, got {describe_value(self.progress)}")
         if self.prior is not None:
             values = list(self.prior) if isinstance(self.prior, (list, tuple)) else None
             ok = values is not None and len(values) >= 2
-            ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values or [])
+            ok = ok and all(_is_number(v) for v in values or [])
             ok = ok and all(math.isfinite(v) and v >= 0 for v in values or []) and sum(values or []) > 0
             if not ok:
                 raise ConfigError(
@@ -436,8 +442,7 @@ class IndexedDataset(Dataset):
     """
 
     def __init__(self, dataset: Any) -> None:
-        iterable = isinstance(dataset, IterableDataset) or type(dataset).__name__ == "IterableDataset"
-        if iterable or not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        if not is_map_style(dataset):
             raise DataError(
                 f"the training data must be a map-style dataset (datasets.Dataset, or a torch Dataset with "
                 f"__getitem__ and __len__) so each sample keeps its index across epochs, got {type(dataset).__name__}"
@@ -448,16 +453,7 @@ class IndexedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.dataset[index]
-        if isinstance(item, Mapping):
-            row = dict(item)
-        elif isinstance(item, (tuple, list)) and len(item) >= 2:
-            row = {"pixel_values": item[0], "labels": item[1]}
-        else:
-            raise DataError(
-                f"each training item must be a dict (with 'pixel_values' and 'labels') or an (input, label) pair, got "
-                f"{type(item).__name__} at index {index}"
-            )
+        row = as_row(self.dataset[index], index)
         if INDEX_KEY in row:
             raise DataError(
                 f"the training items already have a {INDEX_KEY!r} key, which BootstrappingTrainer adds itself; "
@@ -487,11 +483,11 @@ class _EpochStart(TrainerCallback):
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        self.trainer._start_epoch(math.floor((state.epoch or 0.0) + 1e-6))
+        self.trainer._start_epoch(current_epoch(state))
         return control
 
 
-class BootstrappingTrainer(Trainer):
+class BootstrappingTrainer(KeepColumnsTrainer):
     """A ``transformers.Trainer`` that trains with M-DYR-H or a BMM-guided mixup variant (Arazo et al., 2019).
 
     Takes every ``Trainer`` argument plus ``bootstrapping`` (a :class:`BootstrappingConfig`) and
@@ -559,6 +555,8 @@ class BootstrappingTrainer(Trainer):
         (torch.Size([16]), ['bootstrapping/clean_mean', 'bootstrapping/loss_pass_s'])
     """
 
+    kept_columns = ("pixel_values", "labels", INDEX_KEY)  # the column filter keeps them (see KeepColumnsTrainer)
+
     def __init__(
         self,
         model: nn.Module | None = None,
@@ -621,13 +619,6 @@ class BootstrappingTrainer(Trainer):
         self._posterior_on_device: torch.Tensor | None = None
         self._num_epochs = 0
         self.add_callback(_EpochStart(self))
-
-    # ------------------------------------------------------------------ columns
-    def _set_signature_columns_if_needed(self) -> None:
-        super()._set_signature_columns_if_needed()
-        columns: list[str] = list(self._signature_columns or [])
-        columns += [key for key in ("pixel_values", "labels", INDEX_KEY) if key not in columns]
-        self._signature_columns = columns  # type: ignore[assignment]  # declared None by Trainer.__init__
 
     # ------------------------------------------------------------------ per-epoch mixture
     def _start_training(self, state: TrainerState) -> None:
@@ -702,8 +693,19 @@ class BootstrappingTrainer(Trainer):
         source = as_source(loader, model, self.args.per_device_eval_batch_size)
         source.num_workers = self.args.dataloader_num_workers
         progress = self.bootstrapping.progress and not self.args.disable_tqdm
-        losses, _, _ = per_sample_losses(model, source, progress)
+        losses, _, num_classes = per_sample_losses(model, source, progress)
+        self._check_prior(num_classes)
         return losses
+
+    def _check_prior(self, num_classes: int) -> None:
+        """Refuse a ``prior`` whose length is not the model's class count (checked at the first step, not later)."""
+        prior = self.bootstrapping.prior
+        if prior is not None and len(prior) != num_classes:
+            raise ConfigError(
+                f"BootstrappingConfig(prior=...) has {len(prior)} entries but the model predicts {num_classes} "
+                f"classes (the width of its logits); the prior needs one probability per class: pass "
+                f"{num_classes} values, or prior=None for a uniform prior"
+            )
 
     # ------------------------------------------------------------------ the loss
     def sample_mixup(
@@ -776,6 +778,7 @@ class BootstrappingTrainer(Trainer):
             noisy = self._posterior_on_device[indices].to(pixel_values.device)
         if noisy is None and config.warmup == "ce":
             logits = logits_of(model(pixel_values)).float()
+            self._check_prior(logits.shape[-1])
             loss = F.cross_entropy(logits, labels)
             return (loss, {"logits": logits}) if return_outputs else loss
         if noisy is not None:
@@ -792,6 +795,7 @@ class BootstrappingTrainer(Trainer):
         delta = weights.to(pixel_values.dtype).reshape(shape)
         mixed = delta * pixel_values + (1.0 - delta) * pixel_values[permutation]
         logits = logits_of(model(mixed)).float()
+        self._check_prior(logits.shape[-1])  # from the first step: a wrong prior would fail only after the warm-up
         log_probs = torch.log_softmax(logits, dim=-1)
         if targets is None:  # warm-up: plain mixup on the labels
             targets = F.one_hot(labels, logits.shape[-1]).to(log_probs.dtype)

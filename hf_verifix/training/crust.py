@@ -13,7 +13,10 @@ sec. 4 and Algorithm 1. At the start of every epoch τ, :class:`CrustTrainer`
    eq. 8;
 4. draws R_j, ``members_per_medoid`` members of V_j \\ {j} uniformly without replacement (line 9), and mixes each
    with its medoid, x̂ = λ x_i + (1 - λ) x_j and ŷ = λ y_i + (1 - λ) y_j with λ ~ Beta(α, α) (eq. 11), each mixed
-   sample weighted r_i = |V_j| / |R_j| (line 11);
+   sample weighted r = |V_j| / max(1, m), m = ``members_per_medoid`` (line 11 writes |V_j| / |R_j|; with a fixed m
+   every medoid has the same number of items, so the epoch's length never changes). A cluster with fewer than m
+   other members fills its m slots with the medoid itself, unmixed (member = medoid, λ = 0), so its items' weights
+   still sum to |V_j|; m = 0 trains on the medoids alone, weighted |V_j|;
 5. trains the epoch on those mixed samples only: the Trainer's sampler visits each once in a seeded random order,
    and the loss of a batch is the r-weighted mean of the mixed cross-entropies λ CE(z, y_i) + (1 - λ) CE(z, y_j)
    (line 15, eq. 8).
@@ -37,14 +40,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
-from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from torch.utils.data import DataLoader, Dataset, Sampler
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..config import _is_number, _valid_int
 from ..data.source import as_source
 from ..distributed import broadcast_from_main, is_main_process
-from ..errors import ConfigError, DataError, describe_value
+from ..errors import ConfigError, DataError, VerifixError, describe_value
 from ..models.forward import logits_of
 from ..selection.coreset import _budgets, _class_medoids, _class_points, gradient_proxies
+from ._common import LABELS_KEY, KeepColumnsTrainer, as_row, current_epoch, is_map_style
 
 __all__ = ["CrustConfig", "CrustEpoch", "CrustTrainer"]
 
@@ -53,12 +58,13 @@ _LOG_PREFIX = "crust/"
 _MEDOID_ROW, _MEMBER_ROW = "crust_medoid_row", "crust_member_row"
 _MEMBER_INPUTS = "crust_member_inputs"
 _MEDOID, _MEMBER, _LAMBDA, _WEIGHT = "crust_medoid", "crust_member", "crust_lambda", "crust_weight"
-# Names a plain (input, label) item gets, and what the column filter must keep for models that name them otherwise.
-_INPUT, _LABELS = "pixel_values", "labels"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+_LABELS = LABELS_KEY
+# What each integer option means, for its error message.
+_INT_OPTIONS = {
+    "members_per_medoid": (0, 1, "it is how many members of its cluster each medoid is mixed with, 0 for none"),
+    "block_size": (1, 1024, "it is how many rows of distances facility location computes at once"),
+    "max_dense": (0, 2**26, "it is the largest n_c² whose similarity matrix is materialised (n_c² × 4 bytes)"),
+}
 
 
 @dataclass
@@ -114,11 +120,8 @@ class CrustConfig:
                 f"mixup_alpha must be a finite number > 0 (λ ~ Beta(α, α)), got {describe_value(self.mixup_alpha)}; "
                 "for no mixup set members_per_medoid=0"
             )
-        for name in ("members_per_medoid", "block_size", "max_dense"):
-            value = getattr(self, name)
-            low = 1 if name == "block_size" else 0
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {describe_value(value)}")
+        for name, (low, example, meaning) in _INT_OPTIONS.items():
+            setattr(self, name, _valid_int(getattr(self, name), name, low=low, example=example, hint=meaning))
         if self.gradient not in ("logits", "last_layer"):
             raise ConfigError(f"gradient must be 'logits' or 'last_layer', got {describe_value(self.gradient)}")
         if self.classes not in ("labels", "predictions"):
@@ -170,18 +173,6 @@ class CrustEpoch:
     proxies_s: float
 
 
-def _as_row(item: Any) -> dict[str, Any]:
-    """A sample as the collator takes it: dicts as they are, ``(input, label, ...)`` as pixel_values/labels."""
-    if isinstance(item, Mapping):
-        return dict(item)
-    if isinstance(item, (tuple, list)) and len(item) >= 2:
-        return {_INPUT: item[0], _LABELS: item[1]}
-    raise DataError(
-        f"each training sample must be a dict (e.g. pixel_values and labels) or an (input, label) pair, got "
-        f"{type(item).__name__}; wrap the dataset so that it returns one of those"
-    )
-
-
 class _Rows(Dataset):
     """The user's training dataset with every sample as a dict (what the collators and the proxy pass read)."""
 
@@ -192,7 +183,7 @@ class _Rows(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return _as_row(self.dataset[int(index)])
+        return as_row(self.dataset[int(index)], int(index))
 
 
 class _Items(Dataset):
@@ -225,6 +216,16 @@ class _Items(Dataset):
         }
 
 
+class _RowsCollator:
+    """Collates samples as rows (:func:`as_row`): an evaluation set of ``(input, label)`` pairs reads as training's."""
+
+    def __init__(self, collate: Callable[[list[Any]], Any]) -> None:
+        self.collate = collate
+
+    def __call__(self, samples: list[Any]) -> Any:
+        return self.collate([as_row(sample) for sample in samples])
+
+
 class _PairCollator:
     """Collates medoid rows and member rows separately with the Trainer's collator, plus the CRUST fields."""
 
@@ -235,8 +236,9 @@ class _PairCollator:
         batch = self.rows(rows)
         if not isinstance(batch, Mapping):
             raise DataError(
-                f"CrustTrainer needs the data collator to return a dict (pixel_values, labels, ...), got "
-                f"{type(batch).__name__}"
+                f"CrustTrainer needs the data collator to return a dict of batched columns (pixel_values, labels, "
+                f"...), got {type(batch).__name__}; pass data_collator=transformers.default_data_collator (or "
+                "none), or make yours return a dict"
             )
         return dict(batch)
 
@@ -275,14 +277,17 @@ class _SelectEachEpoch(TrainerCallback):
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        self.trainer._begin_epoch(round(state.epoch or 0.0))
+        self.trainer._begin_epoch(current_epoch(state))
         return control
 
 
 def _label_key(batch: Mapping[str, Any]) -> str:
     key = next((k for k in (_LABELS, "label") if k in batch), None)
     if key is None:
-        raise DataError(f"a CRUST training batch needs a 'labels' entry, got keys {sorted(batch)}")
+        raise DataError(
+            f"a CRUST training batch needs a 'labels' (or 'label') entry of class ids, got keys {sorted(batch)}; "
+            "rename the dataset's label column to 'labels' (datasets: dataset.rename_column('...', 'labels'))"
+        )
     return key
 
 
@@ -331,7 +336,7 @@ def _draw_items(
     return medoid_t, member_t, lambdas, torch.tensor(weights, dtype=torch.float64)
 
 
-class CrustTrainer(Trainer):
+class CrustTrainer(KeepColumnsTrainer):
     """A ``transformers.Trainer`` that trains every epoch on CRUST coresets (Mirzasoleiman et al., 2020).
 
     A Trainer subclass rather than a callback, because CRUST changes what an epoch iterates (the coreset's mixed
@@ -427,16 +432,12 @@ class CrustTrainer(Trainer):
         self.crust = crust
         self.crust_history: list[CrustEpoch] = []
         self.model_accepts_loss_kwargs = False  # the loss is computed here, never by the model
+        if not self.label_names:  # a plain nn.Module: evaluation still gets its loss, through compute_loss
+            self.label_names = [_LABELS]
         self._items: _Items | None = None
         self.add_callback(_SelectEachEpoch(self))
 
     # ------------------------------------------------------------------ data
-    def _set_signature_columns_if_needed(self) -> None:
-        super()._set_signature_columns_if_needed()
-        # A plain module's forward(x) names neither: keep what an (input, label) sample becomes.
-        columns: list[str] = list(self._signature_columns or [])
-        self._signature_columns = columns + [c for c in (_INPUT, _LABELS) if c not in columns]  # type: ignore[assignment]
-
     def _row_collator(self) -> Callable[[list[Any]], Any]:
         """The Trainer's collator over single samples, dropping unused columns like the Trainer does."""
         return super()._get_collator_with_removed_columns(self.data_collator, description="training")
@@ -444,7 +445,8 @@ class CrustTrainer(Trainer):
     def _get_collator_with_removed_columns(self, data_collator: Callable, description: str | None = None) -> Callable:
         if isinstance(data_collator, _PairCollator):  # its rows already go through the column filter
             return data_collator
-        return super()._get_collator_with_removed_columns(data_collator, description)
+        # Evaluation: (input, label) samples become rows, as the training samples do, before the column filter.
+        return _RowsCollator(super()._get_collator_with_removed_columns(data_collator, description))
 
     def _crust_items(self) -> _Items:
         if self.train_dataset is None:
@@ -545,6 +547,12 @@ class CrustTrainer(Trainer):
         items = self._crust_items()
         config = self.crust
         size = len(items)
+        model = self.model
+        if not isinstance(model, nn.Module):
+            raise ConfigError(
+                f"CrustTrainer needs a torch model (an nn.Module: a transformers model, a timm model or your own "
+                f"module returning logits), got {describe_value(model)}; pass one as CrustTrainer(model, args, ...)"
+            )
         loader = DataLoader(
             items.rows,
             batch_size=self.args.per_device_eval_batch_size,
@@ -552,9 +560,6 @@ class CrustTrainer(Trainer):
             collate_fn=self._row_collator(),
             num_workers=self.args.dataloader_num_workers,
         )
-        model = self.model
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"CrustTrainer needs a torch model, got {describe_value(model)}")
         progress = config.progress and not self.args.disable_tqdm
         errors, features, labels, num_classes = gradient_proxies(
             model, as_source(loader, model), config.gradient, progress
@@ -566,16 +571,30 @@ class CrustTrainer(Trainer):
             torch.zeros(size, dtype=torch.float64),
             torch.zeros(size, dtype=torch.float64),
         )
+        failure: Exception | None = None
         if is_main_process():
-            groups = labels
-            if config.classes == "predictions":
-                probabilities = errors.clone()
-                probabilities[torch.arange(labels.numel()), labels] += 1.0  # E = softmax - onehot(label)
-                groups = probabilities.argmax(dim=1)
-            k = self._coreset_size(labels.numel())
-            budgets = _budgets(torch.bincount(groups, minlength=num_classes), k, per_class=False)
-            rng = np.random.default_rng([self._seed(), epoch])
-            plan = _draw_items(groups, budgets, errors, features, config, rng)
+            try:
+                groups = labels
+                if config.classes == "predictions":
+                    probabilities = errors.clone()
+                    probabilities[torch.arange(labels.numel()), labels] += 1.0  # E = softmax - onehot(label)
+                    groups = probabilities.argmax(dim=1)
+                k = self._coreset_size(labels.numel())
+                budgets = _budgets(torch.bincount(groups, minlength=num_classes), k, per_class=False)
+                rng = np.random.default_rng([self._seed(), epoch])
+                plan = _draw_items(groups, budgets, errors, features, config, rng)
+            except Exception as error:  # told to the other processes first, so none waits for items never sent
+                failure = error
+        # Rank 0's status (0: ok, 1: failed) before its items: a rank-0 error stops every process, none hangs.
+        status = int(broadcast_from_main(torch.tensor([0 if failure is None else 1], dtype=torch.long)).item())
+        if failure is not None:
+            raise failure
+        if status != 0:
+            raise VerifixError(
+                f"the main process (rank 0) failed while selecting the CRUST coreset of epoch {epoch} (facility "
+                "location and draws run there only), so this process stops too; fix the error in rank 0's "
+                "traceback and rerun"
+            )
         medoids, members, lambdas, weights = (broadcast_from_main(t) for t in plan)
         slots = max(1, config.members_per_medoid)
         record = CrustEpoch(
@@ -602,7 +621,8 @@ class CrustTrainer(Trainer):
     ) -> Any:
         """CRUST batches: the r-weighted mean of λ CE(z, y_member) + (1 - λ) CE(z, y_medoid) on mixed inputs.
 
-        Other batches (evaluation) get the Trainer's own loss.
+        Other batches (evaluation) get the Trainer's own loss when the model's ``forward`` takes the batch's
+        keywords (a transformers model computes it), else — a plain ``nn.Module`` — the cross-entropy of its logits.
 
         Example:
             >>> import tempfile
@@ -621,7 +641,13 @@ class CrustTrainer(Trainer):
             True
         """
         if _MEMBER_INPUTS not in inputs:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if self._takes_keywords(model, inputs):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            batch = dict(inputs)
+            labels = batch.pop(_label_key(batch))
+            logits = logits_of(self._call_model(model, batch)).float()
+            loss = F.cross_entropy(logits, labels)
+            return (loss, {"logits": logits}) if return_outputs else loss
         medoids = dict(inputs)
         members = dict(medoids.pop(_MEMBER_INPUTS))
         lam, weight = medoids.pop(_LAMBDA).float(), medoids.pop(_WEIGHT).float()
@@ -637,14 +663,18 @@ class CrustTrainer(Trainer):
         loss = (weight * per_item).sum() / weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
         return (loss, outputs) if return_outputs else loss
 
-    def _call_model(self, model: nn.Module, inputs: dict[str, Any]) -> Any:
-        forward = self.accelerator.unwrap_model(model).forward
-        parameters = inspect.signature(forward).parameters
+    def _takes_keywords(self, model: nn.Module, inputs: Mapping[str, Any]) -> bool:
+        """Whether the model's ``forward`` accepts every key of ``inputs`` as a keyword."""
+        parameters = inspect.signature(self.accelerator.unwrap_model(model).forward).parameters
         keywords = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        if keywords or all(key in parameters for key in inputs):
+        return keywords or all(key in parameters for key in inputs)
+
+    def _call_model(self, model: nn.Module, inputs: dict[str, Any]) -> Any:
+        if self._takes_keywords(model, inputs):
             return model(**inputs)
         if len(inputs) == 1:
             return model(next(iter(inputs.values())))
+        parameters = inspect.signature(self.accelerator.unwrap_model(model).forward).parameters
         raise DataError(
             f"the model's forward takes {list(parameters)}, but a training batch holds {sorted(inputs)}; name the "
             "dataset's columns after the forward's arguments (or return a single input and labels)"
@@ -652,10 +682,7 @@ class CrustTrainer(Trainer):
 
 
 def _check_indexable(dataset: Any) -> None:
-    iterable = isinstance(dataset, IterableDataset) or (
-        type(dataset).__module__.startswith("datasets.") and type(dataset).__name__ == "IterableDataset"
-    )
-    if iterable or not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+    if not is_map_style(dataset):
         raise DataError(
             f"CRUST revisits training samples by index every epoch, but train_dataset is a "
             f"{type(dataset).__name__}; pass a map-style dataset (datasets.Dataset without streaming, a torch "

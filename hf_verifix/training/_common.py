@@ -1,0 +1,83 @@
+"""What the training methods share: the epoch number, the map-style check, sample rows and kept columns.
+
+Example:
+    >>> from transformers import TrainerState
+    >>> current_epoch(TrainerState(epoch=2.6)), as_row((1, 0), 0)
+    (2, {'pixel_values': 1, 'labels': 0})
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from transformers import Trainer, TrainerState
+
+from ..data.source import is_iterable_dataset
+from ..errors import DataError
+
+__all__ = ["INPUT_KEY", "LABELS_KEY", "KeepColumnsTrainer", "as_row", "current_epoch", "is_map_style"]
+
+INPUT_KEY, LABELS_KEY = "pixel_values", "labels"
+"""The names a plain ``(input, label)`` sample gets (:func:`as_row`)."""
+
+
+def current_epoch(state: TrainerState) -> int:
+    """The 0-based epoch the Trainer is in: ``state.epoch`` floored (1e-6 absorbs float noise; None is 0).
+
+    A run resumed from a checkpoint saved in the second half of epoch 2 (``state.epoch == 2.6``) is in epoch 2.
+
+    Example:
+        >>> current_epoch(TrainerState(epoch=2.6)), current_epoch(TrainerState(epoch=2.9999999)), current_epoch(
+        ...     TrainerState(epoch=None))
+        (2, 3, 0)
+    """
+    return math.floor((state.epoch or 0.0) + 1e-6)
+
+
+def is_map_style(dataset: Any) -> bool:
+    """Whether ``dataset`` can be read by index: not a stream, and has ``__getitem__`` and ``__len__``.
+
+    Example:
+        >>> is_map_style([1, 2]), is_map_style(iter([1, 2]))
+        (True, False)
+    """
+    return not is_iterable_dataset(dataset) and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
+
+
+def as_row(item: Any, index: int | None = None) -> dict[str, Any]:
+    """Sample ``index`` as the collators take it: dicts as they are, ``(input, label, ...)`` as pixel_values/labels.
+
+    Raises:
+        DataError: Neither a dict nor an ``(input, label)`` pair.
+
+    Example:
+        >>> as_row({"pixel_values": 1, "labels": 0}, 3)
+        {'pixel_values': 1, 'labels': 0}
+    """
+    if isinstance(item, Mapping):
+        return dict(item)
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return {INPUT_KEY: item[0], LABELS_KEY: item[1]}
+    raise DataError(
+        f"each training sample must be a dict (e.g. with 'pixel_values' and 'labels') or an (input, label) pair, got "
+        f"{type(item).__name__}{'' if index is None else f' at index {index}'}; wrap the dataset so that it returns "
+        "one of those"
+    )
+
+
+class KeepColumnsTrainer(Trainer):
+    """A ``Trainer`` whose column filter (``remove_unused_columns``) also keeps :attr:`kept_columns`.
+
+    A plain module's ``forward(x)`` names neither ``pixel_values`` nor ``labels``, and the training methods add keys
+    of their own; the Trainer would drop them all.
+    """
+
+    kept_columns: tuple[str, ...] = (INPUT_KEY, LABELS_KEY)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        columns: list[str] = list(self._signature_columns or [])
+        columns += [key for key in self.kept_columns if key not in columns]
+        self._signature_columns = columns  # type: ignore[assignment]  # declared None by Trainer.__init__
