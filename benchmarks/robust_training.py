@@ -149,6 +149,7 @@ def trainer_args(args: argparse.Namespace, output_dir: str) -> TrainingArguments
         disable_tqdm=True,
         save_strategy="no",
         logging_strategy="epoch",
+        max_grad_norm=0.0,  # the example does not clip gradients (the Trainer clips to 1.0 by default)
         dataloader_num_workers=0,
     )
 
