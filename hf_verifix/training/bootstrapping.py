@@ -36,6 +36,7 @@ with ``pixel_values``/``labels`` columns in torch format)::
         output_dir="out", num_train_epochs=E, per_device_train_batch_size=128, per_device_eval_batch_size=512,
         optim="sgd", optim_args="momentum=0.9", learning_rate=0.1, weight_decay=1e-4, lr_scheduler_type="cosine",
         save_strategy="no", report_to=[], logging_strategy="epoch", seed=0,
+        max_grad_norm=0.0,   # the reference code does not clip; the Trainer's default clips to norm 1.0
     )
     trainer = BootstrappingTrainer(
         model, args, train_dataset=TensorDataset(images, noisy_labels),
