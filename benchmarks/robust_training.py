@@ -31,7 +31,8 @@ Quick run (1 seed, 25% noise, 4,000 training and 2,000 test images, 6 epochs; 5 
     .venv/bin/python benchmarks/robust_training.py --quick --output /tmp/robust_quick.json
 
 ``--summarize-only`` re-reads ``--output`` (a partial file too: it is rewritten after every seed and noise rate),
-prints the table and redraws the plot without training.
+prints the table and redraws the plot without training. ``--resume`` keeps the runs already in ``--output`` and adds
+the missing (seed, noise) settings, e.g. ``--dataset mnist --resume`` after an interrupted or 1-seed run.
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=sorted(DATASET_NAMES), default="fashion-mnist")
     parser.add_argument("--output", type=Path, default=None, help="default results/robust_training[_mnist].json")
     parser.add_argument("--plot", type=Path, default=None, help="default: the output's name with .png")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the (seed, noise) runs already in --output and add the missing ones (same settings required)",
+    )
     parser.add_argument(
         "--summarize-only",
         action="store_true",
@@ -195,10 +201,18 @@ def sap(
     return corrector, time.perf_counter() - start
 
 
-def run_seed(example: Any, seed: int, opts: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    """Every noise rate's record for one seed, as each finishes (the clean-label model is trained once)."""
+def run_seed(
+    example: Any, seed: int, opts: argparse.Namespace, done: dict[tuple[int, float], dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """Every missing noise rate's record for one seed, as each finishes (the clean-label model is trained once).
+
+    ``done`` maps (seed, noise) to records kept from an earlier run (``--resume``); those settings are skipped.
+    """
     ideal: dict[str, Any] | None = None
     for rate in opts.noise:
+        if (seed, rate) in done:
+            ideal = done[(seed, rate)]["methods"]["ideal"]
+            continue
         record = run_setting(example, seed, rate, opts, ideal)
         ideal = record["methods"]["ideal"]
         yield record
@@ -376,6 +390,27 @@ def plot(summary: dict[str, Any], path: Path, dataset: str = "fashion-mnist") ->
     plt.close(fig)
 
 
+SETTINGS = (
+    "dataset", "epochs", "n_train", "n_test", "n_trusted", "small_epochs", "finetune_lr", "mdyrh_warmup",
+    "crust_fraction", "model",
+)  # fmt: skip
+
+
+def earlier_runs(opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs already in ``--output`` (none if it does not exist), refusing a file made with other settings."""
+    if not opts.output.exists():
+        return []
+    earlier = json.loads(opts.output.read_text())
+    before = {"dataset": "fashion-mnist", **earlier["options"]}  # files from before --dataset are Fashion-MNIST
+    differ = {k: (before.get(k), getattr(opts, k)) for k in SETTINGS if before.get(k) != getattr(opts, k)}
+    if differ:
+        raise SystemExit(
+            f"--resume: {opts.output} was made with other settings ({{name: (file, now)}}: {differ}); run with the "
+            "file's settings, or choose another --output"
+        )
+    return list(earlier["runs"])
+
+
 def summarize_file(opts: argparse.Namespace) -> dict[str, Any]:
     """Re-read a results file (also a partial one), print its table and redraw its plot."""
     output = json.loads(opts.output.read_text())
@@ -393,11 +428,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(opts.threads)
     example = load_example()
     started = time.perf_counter()
-    runs: list[dict[str, Any]] = []
+    runs = earlier_runs(opts) if opts.resume else []
+    done = {(r["seed"], r["noise"]): r for r in runs}
     output = results_skeleton("robust_training", opts, runs)
     opts.output.parent.mkdir(parents=True, exist_ok=True)
+    output["summary"] = summarize(runs)
     for seed in opts.seeds:
-        for record in run_seed(example, seed, opts):
+        for record in run_seed(example, seed, opts, done):
             runs.append(record)
             output["summary"] = summarize(runs)
             output["total_s"] = time.perf_counter() - started
@@ -405,7 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             opts.output.write_text(json.dumps(output, indent=2, default=_json_default) + "\n")
     print("\n" + markdown(output["summary"]))
     plot(output["summary"], opts.plot, opts.dataset)
-    log(f"results written to {opts.output} and {opts.plot} in {output['total_s']:.0f} s")
+    log(f"results written to {opts.output} and {opts.plot} in {time.perf_counter() - started:.0f} s")
     return output
 
 

@@ -37,7 +37,6 @@ from hf_verifix.metrics import source_accuracy
 from hf_verifix.noise import NoisyLabels, symmetric_noise
 
 DATASETS = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}  # pixel mean and std of each
-MEAN, STD = DATASETS["fashion-mnist"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
