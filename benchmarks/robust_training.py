@@ -396,12 +396,19 @@ SETTINGS = (
 )  # fmt: skip
 
 
+def read_results(path: Path) -> dict[str, Any]:
+    """A results file, its options completed with ``dataset`` (files from before ``--dataset`` are Fashion-MNIST)."""
+    results = json.loads(path.read_text())
+    results["options"] = {"dataset": "fashion-mnist", **results["options"]}
+    return results
+
+
 def earlier_runs(opts: argparse.Namespace) -> list[dict[str, Any]]:
     """The runs already in ``--output`` (none if it does not exist), refusing a file made with other settings."""
     if not opts.output.exists():
         return []
-    earlier = json.loads(opts.output.read_text())
-    before = {"dataset": "fashion-mnist", **earlier["options"]}  # files from before --dataset are Fashion-MNIST
+    earlier = read_results(opts.output)
+    before = earlier["options"]
     differ = {k: (before.get(k), getattr(opts, k)) for k in SETTINGS if before.get(k) != getattr(opts, k)}
     if differ:
         raise SystemExit(
@@ -413,10 +420,10 @@ def earlier_runs(opts: argparse.Namespace) -> list[dict[str, Any]]:
 
 def summarize_file(opts: argparse.Namespace) -> dict[str, Any]:
     """Re-read a results file (also a partial one), print its table and redraw its plot."""
-    output = json.loads(opts.output.read_text())
+    output = read_results(opts.output)
     output["summary"] = summarize(output["runs"])
     print(markdown(output["summary"]))
-    plot(output["summary"], opts.plot, output["options"].get("dataset", "fashion-mnist"))
+    plot(output["summary"], opts.plot, output["options"]["dataset"])
     log(f"table of {opts.output} printed, plot written to {opts.plot}")
     return output
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_demo import load_example
 
 from hf_verifix.data import mnist
 from hf_verifix.data.mnist import MNIST_ENV_VAR, MNIST_FILE, find_mnist_file, load_mnist_arrays
@@ -121,13 +122,7 @@ def test_the_real_file() -> None:
 
 def test_the_example_prepares_mnist_with_its_own_statistics(tmp_path: Path) -> None:
     """``examples/fashion_mnist_sap.py --dataset mnist``: the split, the noise and MNIST's normalisation."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist_sap.py"
-    spec = importlib.util.spec_from_file_location("fashion_mnist_sap_mnist", path)
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example()
     data = fake_mnist(seed=5)
     write_pickle(tmp_path, data)
     argv = ["--dataset", "mnist", "--data-dir", str(tmp_path), "--n-train", "5", "--n-val", "2", "--noise", "0.4"]

@@ -67,13 +67,15 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's array constructor for pickles, by whatever name it has
+
 # What building NumPy arrays needs, by the names a pickle uses (NumPy 1 and 2 spellings; Python 3's protocol 2).
 _ARRAY_GLOBALS: dict[tuple[str, str], Any] = {
     ("_codecs", "encode"): _latin1_bytes,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
-    ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
 }
 
 
@@ -145,8 +147,6 @@ def _read_pickle(path: Path) -> Any:
     try:
         with gzip.open(path, "rb") as handle:
             return SafeArrayUnpickler(handle, encoding="latin1").load()
-    except pickle.UnpicklingError:
-        raise
     except (OSError, EOFError, zlib.error, ValueError, TypeError) as err:
         raise ValueError(f"cannot read MNIST file {path}: {err}; the file is corrupt, {_INSTALL_HINT}.") from err
 
