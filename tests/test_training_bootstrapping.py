@@ -11,6 +11,7 @@ errors, and 2 CPU processes under ``accelerate launch`` (this file is also the w
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import socket
@@ -48,6 +49,7 @@ from hf_verifix.training.bootstrapping import (
     mixup_bootstrapping_loss,
     static_mixup_weights,
 )
+from hf_verifix.training.crust import CrustTrainer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -340,6 +342,21 @@ def test_training_shorter_than_the_warm_up_warns(tmp_path):
     with pytest.warns(UserWarning, match="runs 1 epoch.* but warmup_epochs=1, so it never bootstraps"):
         trainer.train()
     assert trainer.noisy_posterior is None and not bootstrapping_logs(trainer)
+
+
+@pytest.mark.parametrize("trainer_class", [BootstrappingTrainer, CrustTrainer])
+@pytest.mark.parametrize(("max_grad_norm", "warned"), [(1.0, True), (0.0, False), (5.0, False)])
+def test_the_trainers_default_gradient_clipping_is_logged_as_a_warning(
+    trainer_class, max_grad_norm, warned, tmp_path, caplog
+):
+    data = TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    with caplog.at_level(logging.WARNING, logger="hf_verifix.training._common"):
+        trainer_class(mlp(), training_args(tmp_path, max_grad_norm=max_grad_norm), train_dataset=data)
+    messages = [record.getMessage() for record in caplog.records if record.name == "hf_verifix.training._common"]
+    assert len(messages) == int(warned)
+    if warned:
+        assert messages[0].startswith(f"{trainer_class.__name__}: TrainingArguments(max_grad_norm=1.0)")
+        assert "pass TrainingArguments(max_grad_norm=0)" in messages[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from ..errors import ConfigError, DataError, describe_value
 from ..mixture import BetaMixture
 from ..models.forward import logits_of
 from ..selection.loss import per_sample_losses
-from ._common import KeepColumnsTrainer, as_row, current_epoch, is_map_style
+from ._common import KeepColumnsTrainer, as_row, current_epoch, is_map_style, log_clipping_warning
 
 __all__ = [
     "INDEX_KEY",
@@ -547,7 +547,7 @@ class BootstrappingTrainer(KeepColumnsTrainer):
         >>> _ = torch.manual_seed(0)
         >>> data = TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
         >>> args = TrainingArguments(tempfile.mkdtemp(), num_train_epochs=2, per_device_train_batch_size=8,
-        ...     report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no")
+        ...     report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no", max_grad_norm=0.0)
         >>> trainer = BootstrappingTrainer(nn.Linear(4, 2), args, train_dataset=data,
         ...     bootstrapping=BootstrappingConfig(warmup_epochs=1))
         >>> trainer.remove_callback(PrinterCallback)  # keep the doctest's output clean
@@ -604,6 +604,7 @@ class BootstrappingTrainer(KeepColumnsTrainer):
                     "the same samples in the same order (without random augmentation)"
                 )
         super().__init__(model, args, data_collator, indexed, eval_dataset, **kwargs)
+        log_clipping_warning(self.args, type(self).__name__)
         # Hyperparameters (never changed by training).
         self.bootstrapping = bootstrapping
         self.scoring_dataset = scoring

@@ -49,7 +49,7 @@ from ..distributed import broadcast_from_main, is_main_process
 from ..errors import ConfigError, DataError, VerifixError, describe_value
 from ..models.forward import logits_of
 from ..selection.coreset import _budgets, _class_medoids, _class_points, gradient_proxies
-from ._common import LABELS_KEY, KeepColumnsTrainer, as_row, current_epoch, is_map_style
+from ._common import LABELS_KEY, KeepColumnsTrainer, as_row, current_epoch, is_map_style, log_clipping_warning
 
 __all__ = ["CrustConfig", "CrustEpoch", "CrustTrainer"]
 
@@ -398,7 +398,8 @@ class CrustTrainer(KeepColumnsTrainer):
         >>> from transformers import TrainingArguments
         >>> data = TensorDataset(torch.randn(40, 4), torch.arange(40) % 2)
         >>> args = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=2, per_device_train_batch_size=5,
-        ...                          use_cpu=True, report_to=[], disable_tqdm=True, save_strategy="no")
+        ...                          use_cpu=True, report_to=[], disable_tqdm=True, save_strategy="no",
+        ...                          max_grad_norm=0.0)  # the paper does not clip; the Trainer's default is 1.0
         >>> trainer = CrustTrainer(nn.Linear(4, 2), args, train_dataset=data, crust=CrustConfig(fraction=0.5))
         >>> with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints its logs when tqdm is off
         ...     _ = trainer.train()
@@ -417,6 +418,7 @@ class CrustTrainer(KeepColumnsTrainer):
         if train_dataset is not None:
             _check_indexable(train_dataset)
         super().__init__(*args, **kwargs)
+        log_clipping_warning(self.args, type(self).__name__)
         if crust is None:
             crust = CrustConfig()
         if not isinstance(crust, CrustConfig):
