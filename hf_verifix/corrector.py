@@ -288,13 +288,16 @@ class ProjectionCorrector:
         return {n: m for n, m in self.model.named_modules() if id(m) in layers}
 
     def _trusted_labels(self) -> torch.Tensor:
-        """The given labels of the trusted samples, in index order (read from the data if nothing scored them)."""
+        """The given labels of the trusted samples, in index order (read from the data if nothing scored them).
+
+        Read unsharded: every process needs all of them, and the trusted set is small.
+        """
         trusted = self.trusted_indices
         known = self.selection.labels if self.selection is not None else getattr(self._source, "labels", None)
         if known is not None:
             return known[trusted]
         assert self._source is not None
-        return torch.cat([batch.labels for batch in self._source.batches(trusted)])
+        return torch.cat([batch.labels for batch in self._source.batches(trusted, sharded=False)])
 
     @property
     def trusted_indices(self) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 from hf_verifix import CorrectionConfig, ProjectionCorrector
 from hf_verifix.data.source import SampleSource
 from hf_verifix.distributed import process_rank_and_count
-from hf_verifix.selection import CurvatureSelector
+from hf_verifix.selection import CurvatureSelector, ExpertSelector, RandomSelector
 
 
 def model() -> nn.Module:
@@ -46,6 +46,10 @@ def main(output: str) -> None:
     corrector = ProjectionCorrector(corrected, config).fit(train)
     result = corrector.search_alpha(held_out, alphas=[1.0, 10.0, 1e3, 1e5])
     curvature = CurvatureSelector(n=3).select(model(), SampleSource(train, batch_size=5), 7, seed=3)
+    # No labels given to the source: these selectors read them from the data, each process its own shard.
+    random = RandomSelector().select(model(), SampleSource(train, batch_size=5, num_classes=3), 9, per_class=True)
+    given = ProjectionCorrector(model(), config).fit(list(train), trusted_indices=[1, 2, 3, 5, 8, 13, 21, 34])
+    expert = ExpertSelector(indices=range(0, 37, 2)).select(model(), SampleSource(train, batch_size=5), 6, True)
     torch.save(
         {
             "world": world,
@@ -59,6 +63,10 @@ def main(output: str) -> None:
             "best_alpha": result.best_alpha,
             "curvature_scores": curvature.scores,
             "curvature_trusted": curvature.indices,
+            "labels": train.tensors[1],
+            "random": (random.indices, random.labels),
+            "given_trusted_counts": given.report()["trusted"]["class_counts"],
+            "expert": (expert.indices, expert.labels),
         },
         Path(output) / f"rank{rank}.pt",
     )

@@ -56,6 +56,11 @@ def test_selection_scores_and_trusted_set_equal_single_process(results):
         torch.testing.assert_close(distributed["loss_scores"], one["loss_scores"], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(distributed["curvature_scores"], one["curvature_scores"], rtol=1e-6, atol=1e-9)
         assert torch.equal(distributed["curvature_trusted"], one["curvature_trusted"])
+        for name in ("random", "expert"):  # labels read from the data, each process reading its own shard
+            assert torch.equal(distributed[name][0], one[name][0]) and torch.equal(distributed[name][1], one[name][1])
+    given = torch.bincount(one["labels"][[1, 2, 3, 5, 8, 13, 21, 34]], minlength=3).tolist()
+    assert one["given_trusted_counts"] == rank0["given_trusted_counts"] == rank1["given_trusted_counts"] == given
+    assert torch.equal(one["random"][1], one["labels"]) and torch.equal(one["expert"][1], one["labels"])
 
 
 def test_statistics_and_projected_weights_equal_single_process(results):

@@ -415,11 +415,19 @@ def test_selectors_reject_bad_budgets(name: str) -> None:
         get_selector(name).select(model, source, 11)
     with pytest.raises(DataError, match="per_class"):
         get_selector(name).select(model, source, 6, per_class=True)
-    with pytest.raises(DataError, match="non-negative integer"):
-        get_selector(name).select(model, source, -1)
     bad_labels = SampleSource(TensorDataset(torch.randn(4, 2), torch.tensor([0, 1, 2, 5])))
     with pytest.raises(DataError, match="labels must be in"):
         get_selector(name).select(model, bad_labels, 2)
+
+
+@pytest.mark.parametrize("name", ["loss", "curvature", "bmm", "coreset", "confident", "random", "expert"])
+@pytest.mark.parametrize("n_trusted", [-1, 0, 2.0, True, "3"])
+def test_every_selector_refuses_an_n_trusted_that_is_not_a_positive_integer(name: str, n_trusted: object) -> None:
+    source = SampleSource(TensorDataset(torch.randn(10, 2), torch.tensor([0, 1] * 5)))
+    selector = get_selector(name, indices=range(10)) if name == "expert" else get_selector(name)
+    with pytest.raises(DataError, match=r"n_trusted must be an integer >= 1, got .*; the papers use 1000"):
+        selector.select(nn.Linear(2, 2), source, n_trusted)
+    assert selector.select(nn.Linear(2, 2), source, np.int64(4)).indices.numel() == 4  # NumPy integers are fine
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,12 @@
 from .base import (
     Selection,
     TrustedSelector,
+    checked_n_trusted,
     get_selector,
     list_selectors,
     lowest_scores,
     register_selector,
+    source_labels,
     trusted_set_quality,
 )
 from .bmm import BMMSelector
@@ -27,11 +29,13 @@ __all__ = [
     "RandomSelector",
     "Selection",
     "TrustedSelector",
+    "checked_n_trusted",
     "get_selector",
     "list_selectors",
     "lowest_scores",
     "per_sample_curvature",
     "per_sample_losses",
     "register_selector",
+    "source_labels",
     "trusted_set_quality",
 ]

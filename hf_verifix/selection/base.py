@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -10,15 +11,18 @@ import torch
 from torch import nn
 
 from ..data.source import SampleSource
+from ..distributed import sum_across_processes
 from ..errors import ConfigError, DataError
 
 __all__ = [
     "Selection",
     "TrustedSelector",
+    "checked_n_trusted",
     "get_selector",
     "list_selectors",
     "lowest_scores",
     "register_selector",
+    "source_labels",
     "trusted_set_quality",
 ]
 
@@ -121,6 +125,62 @@ def get_selector(selector: str | TrustedSelector, **kwargs: Any) -> TrustedSelec
             f"{type(selector).__name__}"
         )
     return selector
+
+
+def as_int(value: object) -> int | None:
+    """Return ``value`` as an int if it is an integer (Python or NumPy/torch scalar, not a bool), else None.
+
+    Example:
+        >>> as_int(torch.tensor(3)), as_int(2.0), as_int(True)
+        (3, None, None)
+    """
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        return None
+    try:
+        return operator.index(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def checked_n_trusted(n_trusted: object, size: int) -> int:
+    """Return ``n_trusted`` as an int if it is an integer in ``[1, size]``, else raise a DataError (every selector).
+
+    Raises:
+        DataError: Not an integer (a bool or float too), below 1, or above the ``size`` samples of the data.
+
+    Example:
+        >>> checked_n_trusted(100, size=60_000)
+        100
+        >>> checked_n_trusted(0, size=10)
+        Traceback (most recent call last):
+        ...
+        hf_verifix.errors.DataError: n_trusted must be an integer >= 1, got 0; the papers use 1000
+    """
+    value = as_int(n_trusted)
+    if value is None or value < 1:
+        raise DataError(f"n_trusted must be an integer >= 1, got {n_trusted!r}; the papers use 1000")
+    if value > size:
+        raise DataError(f"n_trusted={value} is larger than the data ({size} samples); lower n_trusted or add data")
+    return value
+
+
+def source_labels(source: SampleSource, progress: bool = False) -> torch.Tensor:
+    """The label of every sample of ``source``: its known ``labels``, or read from the data (no model).
+
+    Under several processes each one reads only its own shard and the shards are summed, so every process gets
+    every label, exactly as one process reads them.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> source_labels(SampleSource(TensorDataset(torch.zeros(3, 2), torch.tensor([2, 0, 1])))).tolist()
+        [2, 0, 1]
+    """
+    if source.labels is not None and source.labels.numel() == len(source):
+        return source.labels.reshape(-1).long().clone()
+    shifted = torch.zeros(len(source), dtype=torch.long)  # label + 1 on this process's samples, 0 elsewhere
+    for batch in source.batches(desc="reading labels", progress=progress):
+        shifted[batch.indices] = batch.labels.reshape(-1).long() + 1
+    return sum_across_processes(shifted) - 1
 
 
 def lowest_scores(

@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from ..data.source import SampleSource
-from ..errors import DataError
 from ..mixture import BetaMixture
-from .base import Selection, lowest_scores, register_selector
+from .base import Selection, checked_n_trusted, lowest_scores, register_selector
 from .loss import per_sample_losses
 
 __all__ = ["BMMSelector"]
@@ -115,12 +114,7 @@ class BMMSelector:
             >>> BMMSelector().select(nn.Linear(3, 3), source, 6, per_class=True).class_counts(3).tolist()
             [2, 2, 2]
         """
-        if isinstance(n_trusted, bool) or not isinstance(n_trusted, int) or n_trusted < 0:
-            raise DataError(f"n_trusted must be a non-negative integer, got {n_trusted!r}")
-        if n_trusted > len(source):
-            raise DataError(
-                f"n_trusted={n_trusted} is larger than the data ({len(source)} samples); lower n_trusted or add data"
-            )
+        n_trusted = checked_n_trusted(n_trusted, len(source))
         losses, labels, num_classes = per_sample_losses(model, source, progress)
         scores = -self.clean_probabilities(losses, labels)
         # Rank by the score, ties by the loss (then by index): stable sorts, the secondary key first.

@@ -17,10 +17,8 @@ from ..data.source import SampleSource
 from ..distributed import sum_across_processes
 from ..errors import ConfigError, DataError
 from ..models.forward import evaluation_mode, model_device
-from .base import Selection, lowest_scores, register_selector
-from .curvature import _check_n_trusted
+from .base import Selection, checked_n_trusted, lowest_scores, register_selector, source_labels
 from .loss import checked_logits
-from .simple import _source_labels
 
 __all__ = ["ConfidentSelector", "confident_scores", "model_probabilities"]
 
@@ -220,7 +218,7 @@ class ConfidentSelector:
             [0, 1]
         """
         find_label_issues = _find_label_issues()
-        n_trusted = _check_n_trusted(n_trusted, len(source))
+        n_trusted = checked_n_trusted(n_trusted, len(source))
         if self.pred_probs is None:
             probs, labels = model_probabilities(model, source, progress)
         else:
@@ -230,7 +228,7 @@ class ConfidentSelector:
                     f"pred_probs has {probs.shape[0]} rows but the data has {len(source)} samples; pass one row of "
                     "predicted probabilities per sample, in dataset order"
                 )
-            labels = _source_labels(source, progress)
+            labels = source_labels(source, progress)
         num_classes = probs.shape[1]
         bad = (labels < 0) | (labels >= num_classes)
         if bad.any():

@@ -13,7 +13,7 @@ from ..distributed import max_across_processes, sum_across_processes
 from ..errors import ConfigError, DataError, LayerError, NumericalError
 from ..facility_location import _assign, _greedy, _Similarity
 from ..models.forward import evaluation_mode, model_device
-from .base import Selection, lowest_scores, register_selector
+from .base import Selection, checked_n_trusted, lowest_scores, register_selector
 from .loss import checked_logits
 
 __all__ = ["CoresetSelector", "gradient_proxies"]
@@ -269,12 +269,7 @@ class CoresetSelector:
             >>> bool((sel.scores[sel.indices] <= -1).all())
             True
         """
-        if isinstance(n_trusted, bool) or not isinstance(n_trusted, int) or n_trusted < 0:
-            raise DataError(f"n_trusted must be a non-negative integer, got {n_trusted!r}")
-        if n_trusted > len(source):
-            raise DataError(
-                f"n_trusted={n_trusted} is larger than the data ({len(source)} samples); lower n_trusted or add data"
-            )
+        n_trusted = checked_n_trusted(n_trusted, len(source))
         errors, features, labels, num_classes = gradient_proxies(model, source, self.gradient, progress)
         if per_class:  # fail before the greedy if a class is too small for its quota (same rule and message)
             lowest_scores(torch.zeros(labels.numel()), labels, n_trusted, True, num_classes)

@@ -22,7 +22,7 @@ from ..data.source import Batch, SampleSource
 from ..distributed import max_across_processes, sum_across_processes
 from ..errors import ConfigError, DataError, NumericalError
 from ..models.forward import evaluation_mode, model_device
-from .base import Selection, lowest_scores, register_selector
+from .base import Selection, as_int, checked_n_trusted, lowest_scores, register_selector
 from .loss import _non_finite_message, checked_logits
 
 __all__ = ["CurvatureSelector", "per_sample_curvature"]
@@ -161,18 +161,8 @@ def per_sample_curvature(
     return sum_across_processes(scores), sum_across_processes(labels), max_across_processes(num_classes)
 
 
-def _as_int(value: object) -> int | None:
-    """Return ``value`` as an int if it is an integer (Python or NumPy/torch scalar, not a bool), else None."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        return None
-    try:
-        return operator.index(value)
-    except (TypeError, ValueError, RuntimeError):
-        return None
-
-
 def _check_hyperparameters(n: object, h: object) -> None:
-    count = _as_int(n)
+    count = as_int(n)
     if count is None or count < 1:
         raise ConfigError(
             f"n (the number of Rademacher directions) must be an integer >= 1, got {n!r}; the paper uses n=10"
@@ -181,17 +171,6 @@ def _check_hyperparameters(n: object, h: object) -> None:
         raise ConfigError(
             f"h (the finite-difference step) must be a finite number > 0, got {h!r}; the paper uses 1e-3"
         )
-
-
-def _check_n_trusted(n_trusted: object, size: int) -> int:
-    """Return ``n_trusted`` if it is an integer in ``[1, size]``, else raise a DataError (shared by the selectors)."""
-    value = _as_int(n_trusted)
-    if value is None or value < 1:
-        raise DataError(f"n_trusted must be an integer >= 1, got {n_trusted!r}; the papers use 1000")
-    n_trusted = value
-    if n_trusted > size:
-        raise DataError(f"n_trusted={n_trusted} is larger than the data ({size} samples); lower n_trusted or add data")
-    return n_trusted
 
 
 @register_selector("curvature")
@@ -242,7 +221,7 @@ class CurvatureSelector:
             >>> CurvatureSelector(n=2).select(model, source, 2, per_class=True).class_counts(2).tolist()
             [1, 1]
         """
-        n_trusted = _check_n_trusted(n_trusted, len(source))
+        n_trusted = checked_n_trusted(n_trusted, len(source))
         scores, labels, num_classes = per_sample_curvature(model, source, self.n, self.h, seed, progress)
         indices = lowest_scores(scores, labels, n_trusted, per_class, num_classes)
         return Selection(indices, scores, labels)

@@ -10,7 +10,7 @@ from ..data.source import Batch, SampleSource
 from ..distributed import max_across_processes, sum_across_processes
 from ..errors import DataError, NumericalError
 from ..models.forward import evaluation_mode, logits_of, model_device, model_input_channels
-from .base import Selection, lowest_scores, register_selector
+from .base import Selection, checked_n_trusted, lowest_scores, register_selector
 
 __all__ = ["LossSelector", "per_sample_losses"]
 
@@ -139,10 +139,7 @@ class LossSelector:
             >>> LossSelector().select(nn.Linear(3, 2), source, 2, per_class=True).class_counts(2).tolist()
             [1, 1]
         """
-        if n_trusted > len(source):
-            raise DataError(
-                f"n_trusted={n_trusted} is larger than the data ({len(source)} samples); lower n_trusted or add data"
-            )
+        n_trusted = checked_n_trusted(n_trusted, len(source))
         losses, labels, num_classes = per_sample_losses(model, source, progress)
         indices = lowest_scores(losses, labels, n_trusted, per_class, num_classes)
         return Selection(indices, losses, labels)

@@ -10,20 +10,9 @@ from torch import nn
 
 from ..data.source import SampleSource
 from ..errors import DataError
-from .base import Selection, lowest_scores, register_selector
-from .curvature import _check_n_trusted
+from .base import Selection, checked_n_trusted, lowest_scores, register_selector, source_labels
 
 __all__ = ["ExpertSelector", "RandomSelector"]
-
-
-def _source_labels(source: SampleSource, progress: bool = False) -> torch.Tensor:
-    """Return the label of every sample of ``source``: its known labels, or read batch by batch (no model)."""
-    if source.labels is not None and source.labels.numel() == len(source):
-        return source.labels.reshape(-1).long().clone()
-    labels = torch.full((len(source),), -1, dtype=torch.long)
-    for batch in source.batches(desc="reading labels", progress=progress):
-        labels[batch.indices] = batch.labels
-    return labels
 
 
 def _check_labels(labels: torch.Tensor, per_class: bool, num_classes: int | None) -> None:
@@ -87,8 +76,8 @@ class RandomSelector:
             >>> RandomSelector().select(nn.Linear(3, 2), source, 2, per_class=True).class_counts(2).tolist()
             [1, 1]
         """
-        n_trusted = _check_n_trusted(n_trusted, len(source))
-        labels = _source_labels(source, progress)
+        n_trusted = checked_n_trusted(n_trusted, len(source))
+        labels = source_labels(source, progress)
         _check_labels(labels, per_class, source.num_classes)
         order = torch.randperm(len(source), generator=torch.Generator().manual_seed(_own_stream(seed)))
         scores = torch.empty(len(source), dtype=torch.float64)
@@ -195,14 +184,14 @@ class ExpertSelector:
                 f"verified indices must lie in [0, {size}) for data of {size} samples, got {out[:5].tolist()}"
                 f"{' ...' if out.numel() > 5 else ''}; pass indices into this dataset"
             )
-        n_trusted = _check_n_trusted(n_trusted, size)
+        n_trusted = checked_n_trusted(n_trusted, size)
         verified = self.indices.numel()
         if n_trusted > verified:
             raise DataError(
                 f"n_trusted={n_trusted} but only {verified} samples are verified; the expert selector never picks "
                 f"unverified samples: set n_trusted={verified} to use all of them, or verify more"
             )
-        labels = _source_labels(source, progress)
+        labels = source_labels(source, progress)
         _check_labels(labels, per_class, source.num_classes)
         scores = torch.ones(size, dtype=torch.float64)
         scores[self.indices] = 0.0
