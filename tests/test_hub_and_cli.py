@@ -363,6 +363,44 @@ def test_cli_correct_timm_with_a_fixed_alpha(work, tmp_path, capsys):
     assert not (output / "alpha_search.png").exists()
 
 
+def test_cli_refuses_an_uncorrectable_model_before_reading_data_or_skips_its_layers(work, tmp_path, capsys):
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    # "same" padding gives Conv2dSame layers: they pad inside forward, so SAP cannot correct them exactly.
+    overlay = dict(input_size=(3, 32, 32), crop_pct=1.0)
+    model = timm.create_model(
+        "test_efficientnet", pretrained=False, num_classes=CLASSES, pad_type="same", pretrained_cfg_overlay=overlay
+    )
+    folder = tmp_path / "same-pad"
+    save_for_hf(model, str(folder), safe_serialization=True)
+    same = sorted(name for name, m in model.named_modules() if type(m).__name__ == "Conv2dSame")
+    assert len(same) >= 2
+    common = ["correct", "--model", str(folder), "--alpha", "10", "--n-trusted", "6", "--no-progress"]
+
+    # Refused before any data is read: a dataset that does not exist is never reached.
+    output = tmp_path / "refused"
+    argv = [*common, "--dataset", str(tmp_path / "no-such-data"), "--output-dir", str(output)]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert all(name in error for name in same) and "Conv2dSame" in error and "skip" in error
+    assert not output.exists()
+
+    # --on-uncorrectable skip: the Conv2dSame weights are left bit-identical, the other layers are corrected.
+    output = tmp_path / "skipped"
+    argv = [*common, *_data_args(work), "--on-uncorrectable", "skip", "--output-dir", str(output)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    before, after = _weights(folder), _weights(output)
+    assert all(torch.equal(after[f"{name}.weight"], before[f"{name}.weight"]) for name in same)
+    changed = [k for k in before if k.endswith(".weight") and not torch.equal(after[k], before[k])]
+    assert changed and not any(k[: -len(".weight")] in same for k in changed)
+    saved = json.loads((output / "correction_config.json").read_text())
+    assert saved["on_uncorrectable"] == "skip"
+    assert "--on-uncorrectable skip" in (output / "README.md").read_text()
+
+
 def test_cli_select_writes_json_and_csv_that_correct_accepts(work, tmp_path, capsys):
     base = ["select", "--model", str(work["vit"]), *_data_args(work), "--n-trusted", "6", "--per-class"]
     assert main([*base, "--limit", "15", "--output", str(tmp_path / "trusted.json")]) == 0
