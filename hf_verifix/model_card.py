@@ -391,6 +391,7 @@ def render_model_card(
         trusted_text=_trusted_text(report.get("trusted", {})),
         layers_corrected=[(n, v.get("rows"), v.get("dim")) for n, v in layers.items()],
         layers_skipped=sorted(report.get("skipped_layers", {}).items()),
+        layers_shared={n: v["shared_with"] for n, v in layers.items() if v.get("shared_with")},
         usage_code=_usage_code(info),
         command=info.command,
     )

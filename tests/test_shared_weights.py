@@ -113,6 +113,16 @@ def test_tied_weight_is_projected_once_onto_the_summed_gram() -> None:
         assert (projected - other).abs().max() > 1e-3, label
 
 
+def test_model_card_names_the_layers_that_share_the_corrected_weight() -> None:
+    from hf_verifix.model_card import CardInfo, render_model_card
+
+    corrector = ProjectionCorrector(TiedPair().double(), config()).fit(data(), trusted_indices=TRUSTED)
+    text = str(render_model_card(corrector.report(), CardInfo(model_name="tied")))
+    assert "- `first`: 6 rows, d = " in text
+    assert "(the same weight as `second`: corrected once, from their summed Gram)" in text
+    assert text.count("the same weight as") == 1  # `head` shares nothing
+
+
 def test_one_layer_called_twice_gets_the_gram_of_both_calls() -> None:
     model = AppliedTwice().double()
     x = data().tensors[0][TRUSTED]
