@@ -571,6 +571,60 @@ def test_image_processor_preprocessed_columns_and_collate_fn_paths_match_the_ten
         fitted(tiny_vit(), loader, cfg, transform=processor)
 
 
+def array_datasets() -> dict[str, tuple[datasets.Dataset, list[torch.Tensor]]]:
+    """Array columns of several kinds, each with the CHW float tensors its rows must become."""
+    rng = np.random.default_rng(0)
+    chw = rng.standard_normal((9, 3, 5, 4)).astype(np.float32)
+    hwc = rng.integers(0, 256, (9, 5, 4, 3), dtype=np.uint8)
+    labels = [i % 3 for i in range(9)]
+    plain = datasets.Dataset.from_dict({"pixel_values": list(chw), "labels": labels})
+    array3d = datasets.Features(
+        {"pixel_values": datasets.Array3D((3, 5, 4), "float32"), "labels": datasets.ClassLabel(num_classes=3)}
+    )
+    ragged = [chw[i] if i % 2 else chw[i][:, :4, :3] for i in range(9)]  # rows of two shapes
+    order = datasets.concatenate_datasets([plain.select(range(4)), plain.select(range(4, 9))]).shuffle(seed=1)
+    as_float = [torch.from_numpy(a.copy()) for a in chw]
+    return {
+        "float32 CHW lists": (plain, as_float),
+        # uint8 pixels are scaled by 1/255 (like PIL images and uint8 tensors) and HWC becomes CHW.
+        "uint8 HWC lists": (
+            datasets.Dataset.from_dict({"pixel_values": list(hwc), "labels": labels}),
+            [torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255.0 for a in hwc],
+        ),
+        "Array3D": (datasets.Dataset.from_dict({"pixel_values": list(chw), "labels": labels}, array3d), as_float),
+        "two chunks, shuffled, torch format": (
+            order.with_format("torch"),
+            [torch.tensor(rows, dtype=torch.float32) for rows in order.with_format(None)["pixel_values"]],
+        ),
+        "ragged rows": (
+            datasets.Dataset.from_dict({"pixel_values": ragged, "labels": labels}),
+            [torch.from_numpy(a.copy()) for a in ragged],
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", list(array_datasets()))
+def test_array_columns_are_read_from_arrow_in_their_stored_dtype(kind: str) -> None:
+    from hf_verifix.data.source import _row_arrays, _stacked_arrays, as_source
+
+    data, expected = array_datasets()[kind]
+    labels = data.with_format(None)["labels"]
+    dataset = as_source(data, nn.Conv2d(3, 2, 1)).dataset
+    positions = [7, 0, 3, 3, 8, 1]
+    for samples in (dataset.__getitems__(positions), [dataset[i] for i in positions]):  # a batch, or row by row
+        assert [label for _, label in samples] == [labels[i] for i in positions]
+        for (image, _), i in zip(samples, positions, strict=True):
+            assert image.dtype == torch.float32 and torch.equal(image, expected[i])
+    column = data.with_format("arrow")[positions].column("pixel_values")
+    stacked = _stacked_arrays(column)
+    assert (stacked is None) == (kind == "ragged rows")  # one buffer per batch whenever the rows allow it
+    assert all(row.flags.writeable for row in _row_arrays(column))  # a transform may write into what it gets
+    if stacked is not None:  # through the DataLoader: every sample, in order
+        read = list(as_source(data, nn.Conv2d(3, 2, 1), batch_size=4).batches())
+        assert torch.equal(torch.cat([b.inputs for b in read]), torch.stack(expected))
+        assert torch.cat([b.labels for b in read]).tolist() == labels
+
+
 @pytest.mark.parametrize(
     ("dtype", "rtol"),
     [

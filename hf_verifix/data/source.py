@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset, TensorDataset
@@ -104,10 +105,11 @@ class _HFImageDataset(Dataset):
         self, dataset: Any, image_column: str, label_column: str, transform: Transform | None, channels: int | None
     ) -> None:
         # Read the stored columns whatever format or transform the user set (with_format("torch") would turn the
-        # images into tensors a PIL transform rejects): PIL images for an Image column, numpy arrays otherwise.
-        is_image = _is_image_feature(dataset.features[image_column])
+        # images into tensors a PIL transform rejects): PIL images for an Image column; Arrow for array columns,
+        # whose nested lists are flattened into NumPy arrays of the stored dtype (see __getitems__).
+        self.is_image = _is_image_feature(dataset.features[image_column])
         self.dataset = dataset.select_columns(list(dict.fromkeys([image_column, label_column])))
-        self.dataset = self.dataset.with_format(None if is_image else "numpy")
+        self.dataset = self.dataset.with_format(None if self.is_image else "arrow")
         self.image_column = image_column
         self.label_column = label_column
         self.transform = transform
@@ -117,8 +119,78 @@ class _HFImageDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
-        row = self.dataset[int(index)]
-        return image_to_tensor(row[self.image_column], self.transform, self.channels), row[self.label_column]
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, Any]]:
+        """The samples at ``indices``, read in one call (the DataLoader asks for a batch this way).
+
+        An array column (``pixel_values`` from a ``map`` over an image processor) is read from Arrow: one buffer
+        for a batch of equal-shaped rows, else one per row, in the stored dtype (uint8 pixels are then scaled by
+        1/255 like PIL images). ``datasets``' NumPy formatting would convert the nested lists one by one (about
+        1-3 ms a row) and widen integers to int64.
+        """
+        rows = self.dataset[[int(index) for index in indices]]
+        if self.is_image:
+            images, labels = rows[self.image_column], rows[self.label_column]
+        else:
+            images, labels = _row_arrays(rows.column(self.image_column)), rows.column(self.label_column).to_pylist()
+        return [
+            (image_to_tensor(image, self.transform, self.channels), label)
+            for image, label in zip(images, labels, strict=True)
+        ]
+
+
+def _row_arrays(column: Any) -> list[Any]:
+    """Each row of an Arrow column as a NumPy array (one buffer for equal shapes), or as Python values if not numbers.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> [a.shape for a in _row_arrays(pa.chunked_array([[[1, 2], [3]]]))]
+        [(2,), (1,)]
+    """
+    stacked = _stacked_arrays(column)
+    if stacked is not None:
+        return list(stacked)
+    rows = []
+    for i in range(len(column)):
+        row = column.slice(i, 1)
+        one = _stacked_arrays(row)
+        rows.append(one[0] if one is not None else row.to_pylist()[0])  # image_to_tensor names what it got
+    return rows
+
+
+def _stacked_arrays(column: Any) -> np.ndarray | None:
+    """An Arrow column of equal-shaped nested lists of numbers as one ``(rows, *shape)`` array, else None.
+
+    None (the caller formats the rows itself) for null entries, ragged rows, or values that are not numbers.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> _stacked_arrays(pa.chunked_array([[[[1, 2]], [[3, 4]]]])).shape
+        (2, 1, 2)
+        >>> _stacked_arrays(pa.chunked_array([[[1, 2], [3]]])) is None
+        True
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(values.type, pa.ExtensionType):  # datasets' Array2D/3D/...: nested lists underneath
+        values = values.storage
+    nested = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    shape = [len(values)]
+    while len(values) and any(is_kind(values.type) for is_kind in nested):
+        if values.null_count:
+            return None
+        low, high = (int(v.as_py()) for v in pc.min_max(pc.list_value_length(values)).values())
+        if low != high:
+            return None
+        shape.append(high)
+        values = values.flatten()
+    numbers = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+    if len(shape) == 1 or values.null_count or not numbers:
+        return None
+    return values.to_numpy(zero_copy_only=False).reshape(shape).copy()  # writable, as a transform may need
 
 
 def _is_image_feature(feature: Any) -> bool:
