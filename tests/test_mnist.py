@@ -13,7 +13,7 @@ import torch
 from test_demo import load_example
 
 from hf_verifix.data import mnist
-from hf_verifix.data.mnist import MNIST_ENV_VAR, MNIST_FILE, find_mnist_file, load_mnist_arrays
+from hf_verifix.data.mnist import MNIST_ENV_VAR, MNIST_FILE, find_mnist_file, load_mnist, load_mnist_arrays
 
 SIZES = {"train": 7, "validation": 3, "test": 4}
 
@@ -44,6 +44,24 @@ def test_every_split_is_read_exactly(tmp_path: Path, split: str) -> None:
     np.testing.assert_array_equal(images.reshape(-1, 784).astype(np.float32) / 256.0, pixels)
     np.testing.assert_array_equal(labels, expected_labels)
     assert labels.dtype == np.int64
+
+
+def test_limit_and_the_datasets_dataset_hold_the_same_pixels_and_labels(tmp_path: Path) -> None:
+    write_pickle(tmp_path, fake_mnist(seed=5))
+    images, labels = load_mnist_arrays("train", root=tmp_path)
+    first, first_labels = load_mnist_arrays("train", root=tmp_path, limit=4)
+    np.testing.assert_array_equal(first, images[:4])
+    np.testing.assert_array_equal(first_labels, labels[:4])
+    ds = load_mnist("train", root=tmp_path, limit=5)
+    assert len(ds) == 5 and ds.split == "train" and ds.features["label"].names == list("0123456789")
+    for i in range(5):
+        assert ds[i]["image"].mode == "L" and ds[i]["label"] == labels[i]
+        np.testing.assert_array_equal(np.asarray(ds[i]["image"]), images[i])  # lossless
+    assert len(load_mnist("test", root=tmp_path)) == SIZES["test"]
+    with pytest.raises(ValueError, match=r"limit must be a non-negative int or None, got -1"):
+        load_mnist_arrays("test", root=tmp_path, limit=-1)
+    with pytest.raises(TypeError, match=r"limit must be a non-negative int or None, got float"):
+        load_mnist("test", root=tmp_path, limit=2.0)
 
 
 def test_environment_variable_names_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

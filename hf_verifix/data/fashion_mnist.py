@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .images import grayscale_image_dataset
+
 if TYPE_CHECKING:
     import datasets
 
@@ -277,16 +279,5 @@ def load_fashion_mnist(
         >>> ds.features["label"].int2str(ds[0]["label"])
         'Ankle boot'
     """
-    import datasets
-
     images, labels = load_fashion_mnist_arrays(split, root=root, limit=limit)
-    height, width = images.shape[1:]
-    header = f"P5\n{width} {height}\n255\n".encode("ascii")
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=list(FASHION_MNIST_CLASSES))}
-    )
-    return datasets.Dataset.from_dict(
-        {"image": [{"bytes": header + img.tobytes(), "path": None} for img in images], "label": labels},
-        features=features,
-        split=datasets.Split.TRAIN if split == "train" else datasets.Split.TEST,
-    )
+    return grayscale_image_dataset(images, labels, FASHION_MNIST_CLASSES, split)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -12,7 +12,10 @@ from torch import nn
 from ..errors import DataError
 from ..models.forward import model_input_channels
 
-__all__ = ["default_image_transform", "image_to_tensor"]
+if TYPE_CHECKING:
+    import datasets
+
+__all__ = ["default_image_transform", "grayscale_image_dataset", "image_to_tensor"]
 
 Transform = Callable[[Any], torch.Tensor]
 
@@ -144,3 +147,33 @@ def image_to_tensor(image: Any, transform: Transform | None, channels: int | Non
     if transform is not None:
         return _transformed(transform(tensor))
     return tensor
+
+
+def grayscale_image_dataset(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], split: str = "train"
+) -> datasets.Dataset:
+    """A :class:`datasets.Dataset` of ``image`` (:class:`datasets.Image`) and ``label`` (``ClassLabel``) columns.
+
+    ``images`` are ``uint8`` arrays ``(N, H, W)``, stored losslessly as binary PGM (much faster to build than PNG)
+    and decoded to grayscale ``PIL`` images on access; the schema is the Hub's MNIST and Fashion-MNIST one.
+
+    Example:
+        >>> ds = grayscale_image_dataset(np.zeros((2, 4, 3), np.uint8), np.array([1, 0]), ["zero", "one"])
+        >>> ds[0]["image"].size, ds[0]["image"].mode, ds.features["label"].int2str(ds[0]["label"])
+        ((3, 4), 'L', 'one')
+    """
+    import datasets
+
+    if images.dtype != np.uint8 or images.ndim != 3 or len(images) != len(labels):
+        raise DataError(
+            f"expected uint8 images of shape (N, H, W) and N labels, got {images.dtype} images of shape "
+            f"{images.shape} and {len(labels)} labels; convert the images with .astype(np.uint8)"
+        )
+    height, width = images.shape[1:]
+    header = f"P5\n{width} {height}\n255\n".encode("ascii")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(class_names))})
+    return datasets.Dataset.from_dict(
+        {"image": [{"bytes": header + image.tobytes(), "path": None} for image in images], "label": labels},
+        features=features,
+        split=datasets.NamedSplit(split),
+    )

@@ -24,11 +24,34 @@ import os
 import pickle
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["MNIST_ENV_VAR", "MNIST_FILE", "MNIST_SPLITS", "SafeArrayUnpickler", "find_mnist_file", "load_mnist_arrays"]
+from .fashion_mnist import _check_limit
+from .images import grayscale_image_dataset
+
+if TYPE_CHECKING:
+    import datasets
+
+__all__ = [
+    "MNIST_CLASSES",
+    "MNIST_ENV_VAR",
+    "MNIST_FILE",
+    "MNIST_SPLITS",
+    "SafeArrayUnpickler",
+    "find_mnist_file",
+    "load_mnist",
+    "load_mnist_arrays",
+]
+
+MNIST_CLASSES: tuple[str, ...] = tuple(str(digit) for digit in range(10))
+"""The class names, indexed by label id: the digits.
+
+Example:
+    >>> MNIST_CLASSES[7]
+    '7'
+"""
 
 MNIST_FILE = "mnist.pkl.gz"
 """The file name :func:`load_mnist_arrays` looks for.
@@ -176,16 +199,18 @@ def _split_arrays(data: Any, index: int, path: Path) -> tuple[np.ndarray, np.nda
 
 
 def load_mnist_arrays(
-    split: str = "train", root: str | os.PathLike[str] | None = None
+    split: str = "train", root: str | os.PathLike[str] | None = None, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return an MNIST split as ``uint8`` images ``(N, 28, 28)`` (pixel = 256·x of the file) and ``int64`` labels.
 
     Args:
         split: ``"train"`` (50,000), ``"validation"`` (10,000) or ``"test"`` (10,000).
         root: Folder holding ``mnist.pkl.gz`` (see :func:`find_mnist_file` for the defaults).
+        limit: If given, only the first ``limit`` samples.
 
     Raises:
-        ValueError: for an unknown split or a file that is not MNIST's layout.
+        ValueError: for an unknown split, a negative ``limit`` or a file that is not MNIST's layout.
+        TypeError: ``limit`` is not an int.
         FileNotFoundError: when the file is nowhere to be found.
         pickle.UnpicklingError: when the file asks to build anything but NumPy arrays.
 
@@ -195,5 +220,24 @@ def load_mnist_arrays(
         ((10000, 28, 28), 9)
     """
     index = _check_split(split)
+    limit = _check_limit(limit)
     path = find_mnist_file(root)
-    return _split_arrays(_read_pickle(path), index, path)
+    images, labels = _split_arrays(_read_pickle(path), index, path)
+    return (images, labels) if limit is None else (images[:limit].copy(), labels[:limit].copy())
+
+
+def load_mnist(
+    split: str = "train", root: str | os.PathLike[str] | None = None, limit: int | None = None
+) -> datasets.Dataset:
+    """Return an MNIST split as a :class:`datasets.Dataset`: ``image`` (28x28 grayscale PIL) and ``label`` columns.
+
+    The Hub's MNIST schema (``label`` is a ``ClassLabel`` named ``"0"`` to ``"9"``); the splits are the file's
+    (see :func:`load_mnist_arrays`), so "train" has 50,000 images and "validation" the other 10,000.
+
+    Example:
+        >>> ds = load_mnist("test", limit=3)  # doctest: +SKIP
+        >>> ds[0]["image"].size, ds.features["label"].int2str(ds[0]["label"])  # doctest: +SKIP
+        ((28, 28), '7')
+    """
+    images, labels = load_mnist_arrays(split, root, limit)
+    return grayscale_image_dataset(images, labels, MNIST_CLASSES, split)
