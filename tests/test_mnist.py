@@ -64,6 +64,18 @@ def test_limit_and_the_datasets_dataset_hold_the_same_pixels_and_labels(tmp_path
         load_mnist("test", root=tmp_path, limit=2.0)
 
 
+def test_the_dataset_builder_names_what_is_wrong_with_its_input() -> None:
+    from hf_verifix.data.images import grayscale_image_dataset
+    from hf_verifix.errors import DataError
+
+    with pytest.raises(DataError, match=r"uint8 grayscale images of shape \(N, H, W\), got float32 .*astype"):
+        grayscale_image_dataset(np.zeros((2, 4, 4), np.float32), np.zeros(2, np.int64), ["a", "b"])
+    with pytest.raises(DataError, match=r"shape \(2, 4, 4, 3\); .*mean over their channel axis"):
+        grayscale_image_dataset(np.zeros((2, 4, 4, 3), np.uint8), np.zeros(2, np.int64), ["a", "b"])
+    with pytest.raises(DataError, match=r"got 2 images but 1 labels; pass one label per image"):
+        grayscale_image_dataset(np.zeros((2, 4, 4), np.uint8), np.zeros(1, np.int64), ["a", "b"])
+
+
 def test_environment_variable_names_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_pickle(tmp_path, fake_mnist(seed=3))
     monkeypatch.setenv(MNIST_ENV_VAR, str(tmp_path))

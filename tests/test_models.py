@@ -586,10 +586,10 @@ def array_datasets() -> dict[str, tuple[datasets.Dataset, list[torch.Tensor]]]:
     as_float = [torch.from_numpy(a.copy()) for a in chw]
     return {
         "float32 CHW lists": (plain, as_float),
-        # uint8 pixels are scaled by 1/255 (like PIL images and uint8 tensors) and HWC becomes CHW.
+        # Stored integers are used as they are (0-255, as datasets' NumPy formatting gives them); HWC becomes CHW.
         "uint8 HWC lists": (
             datasets.Dataset.from_dict({"pixel_values": list(hwc), "labels": labels}),
-            [torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255.0 for a in hwc],
+            [torch.from_numpy(a.copy()).permute(2, 0, 1).float() for a in hwc],
         ),
         "Array3D": (datasets.Dataset.from_dict({"pixel_values": list(chw), "labels": labels}, array3d), as_float),
         "two chunks, shuffled, torch format": (
@@ -623,6 +623,29 @@ def test_array_columns_are_read_from_arrow_in_their_stored_dtype(kind: str) -> N
         read = list(as_source(data, nn.Conv2d(3, 2, 1), batch_size=4).batches())
         assert torch.equal(torch.cat([b.inputs for b in read]), torch.stack(expected))
         assert torch.cat([b.labels for b in read]).tolist() == labels
+
+
+def test_an_empty_array_row_is_refused_by_name() -> None:
+    from hf_verifix.data.source import as_source
+
+    data = datasets.Dataset.from_dict({"pixel_values": [[[1.0, 2.0]], [], [[3.0, 4.0]]], "labels": [0, 1, 0]})
+    dataset = as_source(data, nn.Conv2d(1, 2, 1)).dataset
+    assert torch.equal(dataset[0][0], torch.tensor([[[1.0, 2.0]]]))
+    with pytest.raises(DataError, match=r"got an empty image \(shape \(0,\)\); every sample needs its pixels"):
+        dataset.__getitems__([0, 1])
+
+
+def test_a_uint8_array_column_reaches_the_transform_unscaled() -> None:
+    from hf_verifix.data.source import as_source
+
+    pixels = np.random.default_rng(2).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    data = datasets.Dataset.from_dict({"pixel_values": list(pixels), "labels": [0, 1, 2, 0]})
+    processor = ViTImageProcessor(size={"height": 8, "width": 8})  # rescales by 1/255 itself, then normalises
+    dataset = as_source(data, nn.Conv2d(3, 2, 1), transform=processor).dataset
+    for i, (image, _) in enumerate(dataset.__getitems__([0, 1, 2, 3])):
+        expected = processor(images=pixels[i].astype(np.float32).transpose(2, 0, 1), return_tensors="pt")
+        torch.testing.assert_close(image, expected["pixel_values"][0], rtol=0, atol=1e-6)
+        assert float(image.max() - image.min()) > 1.0  # not rescaled twice (that leaves a near-constant image)
 
 
 @pytest.mark.parametrize(

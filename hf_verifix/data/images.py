@@ -132,6 +132,8 @@ def image_to_tensor(image: Any, transform: Transform | None, channels: int | Non
             f"cannot turn an image of type {type(image).__name__} into a tensor; expected a PIL image, "
             "a numpy array or a tensor"
         )
+    if image.numel() == 0:
+        raise DataError(f"got an empty image (shape {tuple(image.shape)}); every sample needs its pixels")
     tensor = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
     if tensor.dim() == 2:
         tensor = tensor[None]
@@ -164,11 +166,13 @@ def grayscale_image_dataset(
     """
     import datasets
 
-    if images.dtype != np.uint8 or images.ndim != 3 or len(images) != len(labels):
+    if images.dtype != np.uint8 or images.ndim != 3:
         raise DataError(
-            f"expected uint8 images of shape (N, H, W) and N labels, got {images.dtype} images of shape "
-            f"{images.shape} and {len(labels)} labels; convert the images with .astype(np.uint8)"
+            f"expected uint8 grayscale images of shape (N, H, W), got {images.dtype} images of shape {images.shape}; "
+            "convert 0-255 pixels with .astype(np.uint8) and color images with a mean over their channel axis"
         )
+    if len(images) != len(labels):
+        raise DataError(f"got {len(images)} images but {len(labels)} labels; pass one label per image")
     height, width = images.shape[1:]
     header = f"P5\n{width} {height}\n255\n".encode("ascii")
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(class_names))})

@@ -125,19 +125,25 @@ class _HFImageDataset(Dataset):
         """The samples at ``indices``, read in one call (the DataLoader asks for a batch this way).
 
         An array column (``pixel_values`` from a ``map`` over an image processor) is read from Arrow: one buffer
-        for a batch of equal-shaped rows, else one per row, in the stored dtype (uint8 pixels are then scaled by
-        1/255 like PIL images). ``datasets``' NumPy formatting would convert the nested lists one by one (about
-        1-3 ms a row) and widen integers to int64.
+        for a batch of equal-shaped rows, else one per row. ``datasets``' NumPy formatting would convert the nested
+        lists one by one (about 1-3 ms a row); its meaning is kept: integers are widened to int64, so stored pixels
+        0-255 reach the model (or the ``transform``) as 0-255, never rescaled.
         """
         rows = self.dataset[[int(index) for index in indices]]
         if self.is_image:
             images, labels = rows[self.image_column], rows[self.label_column]
         else:
-            images, labels = _row_arrays(rows.column(self.image_column)), rows.column(self.label_column).to_pylist()
+            images = [_widened(row) for row in _row_arrays(rows.column(self.image_column))]
+            labels = rows.column(self.label_column).to_pylist()
         return [
             (image_to_tensor(image, self.transform, self.channels), label)
             for image, label in zip(images, labels, strict=True)
         ]
+
+
+def _widened(row: Any) -> Any:
+    """An integer array as int64 (as ``datasets``' NumPy formatting gives it); anything else as it is."""
+    return row.astype(np.int64) if isinstance(row, np.ndarray) and row.dtype.kind in "iu" else row
 
 
 def _row_arrays(column: Any) -> list[Any]:

@@ -604,7 +604,8 @@ class BootstrappingTrainer(KeepColumnsTrainer):
                     "the same samples in the same order (without random augmentation)"
                 )
         super().__init__(model, args, data_collator, indexed, eval_dataset, **kwargs)
-        log_clipping_warning(self.args, type(self).__name__)
+        if self.args.process_index == 0:  # once, not once per process
+            log_clipping_warning(self.args, type(self).__name__)
         # Hyperparameters (never changed by training).
         self.bootstrapping = bootstrapping
         self.scoring_dataset = scoring

@@ -418,7 +418,8 @@ class CrustTrainer(KeepColumnsTrainer):
         if train_dataset is not None:
             _check_indexable(train_dataset)
         super().__init__(*args, **kwargs)
-        log_clipping_warning(self.args, type(self).__name__)
+        if self.args.process_index == 0:  # once, not once per process
+            log_clipping_warning(self.args, type(self).__name__)
         if crust is None:
             crust = CrustConfig()
         if not isinstance(crust, CrustConfig):
