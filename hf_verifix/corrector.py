@@ -220,7 +220,8 @@ class ProjectionCorrector:
         start = time.perf_counter()
         device = model_device(self.model)
         batches = (b.inputs.to(device) for b in source.batches(trusted, "collecting Grams", cfg.progress))
-        grams = collect_grams(self.model, selection.targets, batches)
+        # On the model's device: no float64 rows cross to the host, and eigh runs there too (a GPU's float64).
+        grams = collect_grams(self.model, selection.targets, batches, device=device)
         self.timings["collection_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
