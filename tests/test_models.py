@@ -625,6 +625,38 @@ def test_array_columns_are_read_from_arrow_in_their_stored_dtype(kind: str) -> N
         assert torch.cat([b.labels for b in read]).tolist() == labels
 
 
+def test_a_dataset_numbering_the_models_classes_in_another_order_is_refused_until_aligned() -> None:
+    import timm
+
+    names = ["cat", "dog", "bird"]
+    model = tiny_vit()
+    model.config.id2label, model.config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+    images, labels = rgb_and_gray_images(9, size=16), [i % 3 for i in range(9)]
+
+    def data(order: list[str]) -> datasets.Dataset:
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=order)})
+        return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+    shuffled = data(["Dog", "cat", "bird"])  # case is ignored, as align_labels_with_mapping ignores it
+    with pytest.raises(
+        DataError,
+        match=r"numbers the model's classes in another order: dataset class 0: 'Dog' "
+        r"\(model: 'cat'\); 1: 'cat' \(model: 'dog'\).*align_labels_with_mapping\(model.config",
+    ):
+        fitted(model, shuffled, config(n_trusted=3))
+    aligned = shuffled.align_labels_with_mapping(model.config.label2id, "label")
+    assert aligned["label"] == [1, 0, 2] * 3  # every "Dog" (0) is now the model's dog (1)
+    assert fitted(model, aligned, config(n_trusted=3)).trusted_indices.numel() == 3
+    # Nothing to compare, nothing refused: the same order, other names, placeholder names, a model without names.
+    fitted(model, data(names), config(n_trusted=3))
+    fitted(model, data(["a", "b", "c"]), config(n_trusted=3))
+    fitted(tiny_vit(), shuffled, config(n_trusted=3))  # id2label is LABEL_0..LABEL_2
+    timm_model = timm.create_model("test_resnet", pretrained=False, num_classes=3)
+    timm_model.pretrained_cfg = {**timm_model.pretrained_cfg, "label_names": names}
+    with pytest.raises(DataError, match="another order"):
+        fitted(timm_model, shuffled, config(n_trusted=3))
+
+
 def test_an_empty_array_row_is_refused_by_name() -> None:
     from hf_verifix.data.source import as_source
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from ..errors import DataError
 from ..models.forward import model_input_channels
 from .images import Transform, default_image_transform, image_to_tensor
 
-__all__ = ["Batch", "SampleSource", "as_source", "split_batch"]
+__all__ = ["Batch", "SampleSource", "as_source", "model_class_names", "split_batch"]
 
 _IMAGE_COLUMNS = ("image", "img", "pixel_values", "images", "inputs", "input")
 _LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "targets")
@@ -199,6 +199,47 @@ def _stacked_arrays(column: Any) -> np.ndarray | None:
     return values.to_numpy(zero_copy_only=False).reshape(shape).copy()  # writable, as a transform may need
 
 
+def model_class_names(model: nn.Module) -> list[str] | None:
+    """The class names a model was saved with, by class id: transformers' ``config.id2label`` or timm's
+    ``pretrained_cfg["label_names"]``; None when it has none (transformers' placeholder ``LABEL_i`` names count as
+    none).
+
+    Example:
+        >>> from transformers import ViTConfig, ViTForImageClassification
+        >>> config = ViTConfig(image_size=8, patch_size=4, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                    intermediate_size=8, id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1})
+        >>> model_class_names(ViTForImageClassification(config))
+        ['cat', 'dog']
+        >>> model_class_names(nn.Linear(2, 2)) is None
+        True
+    """
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if isinstance(id2label, Mapping) and id2label:
+        names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(id2label))]
+        if not all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+            return names
+        return None
+    pretrained = getattr(model, "pretrained_cfg", None)
+    label_names = pretrained.get("label_names") if isinstance(pretrained, Mapping) else None
+    return [str(name) for name in label_names] if label_names else None
+
+
+def _check_class_order(model: nn.Module, dataset_names: Sequence[str] | None, column: str) -> None:
+    """Refuse a dataset whose classes are the model's, by name, in another order (every label would be wrong)."""
+    model_names = model_class_names(model)
+    if not model_names or not dataset_names or len(model_names) != len(dataset_names):
+        return
+    ours, theirs = [n.lower() for n in model_names], [n.lower() for n in dataset_names]
+    if ours == theirs or sorted(ours) != sorted(theirs):
+        return  # the same order, or other names (nothing to compare)
+    moved = [f"{i}: {dataset_names[i]!r} (model: {model_names[i]!r})" for i, n in enumerate(ours) if n != theirs[i]]
+    raise DataError(
+        f"the dataset's column {column!r} numbers the model's classes in another order: dataset class "
+        f"{'; '.join(moved[:5])}{' ...' if len(moved) > 5 else ''}, so its labels would be read as other classes; "
+        f"renumber them first: dataset = dataset.align_labels_with_mapping(model.config.label2id, {column!r})"
+    )
+
+
 def _is_image_feature(feature: Any) -> bool:
     return type(feature).__name__ == "Image"
 
@@ -362,6 +403,7 @@ def as_source(
         label = _column(data, label_column, "label", _LABEL_COLUMNS, "ClassLabel")
         feature = data.features[label]
         num_classes = getattr(feature, "num_classes", None)
+        _check_class_order(model, getattr(feature, "names", None), label)
         labels = _as_label_tensor(list(data.with_format(None)[label]))
         if transform is None and _is_image_feature(data.features[image]):
             transform = default_image_transform(model)
