@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import CorrectionConfig
 from .corrector import AlphaSearchResult, ProjectionCorrector
-from .errors import ConfigError, DataError, LayerError, NumericalError, VerifixError
+from .errors import ConfigError, DataError, InputTypeError, LayerError, NumericalError, VerifixError
 from .integrations import SAPCallback
 from .selection import get_selector, list_selectors, register_selector
 
@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "CorrectionConfig",
     "DataError",
+    "InputTypeError",
     "LayerError",
     "NumericalError",
     "ProjectionCorrector",

@@ -19,7 +19,7 @@ from .config import CorrectionConfig, _valid_alpha
 from .data.images import Transform
 from .data.source import SampleSource, as_source
 from .distributed import broadcast_from_main, is_main_process, process_rank_and_count, sum_across_processes
-from .errors import ConfigError, DataError, NumericalError, VerifixError
+from .errors import ConfigError, DataError, InputTypeError, LayerError, NumericalError, VerifixError
 from .models.forward import model_device
 from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .projection.spectrum import Spectrum, decompose
@@ -125,7 +125,10 @@ class ProjectionCorrector:
 
     def __init__(self, model: nn.Module, config: CorrectionConfig | None = None, **overrides: Any) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise InputTypeError(
+                f"model must be a torch.nn.Module, got {type(model).__name__}; pass the model itself (for a Hub ID, "
+                "load it first, e.g. with hf_verifix.hub.load_model)"
+            )
         if config is None:
             config = CorrectionConfig()
         if not isinstance(config, CorrectionConfig):
@@ -254,7 +257,11 @@ class ProjectionCorrector:
                 self.tied[name] = list(tied)
         self.timings["decomposition_s"] = time.perf_counter() - start
         if not self.projections:
-            raise VerifixError(f"no layer could be corrected: {self.skipped}")
+            reasons = "; ".join(f"{n!r}: {r}" for n, r in self.skipped.items())
+            raise LayerError(
+                f"no layer could be corrected ({reasons}); check that the trusted samples reach the targeted layers "
+                "(a non-empty trusted set, inputs that are not all zero) or target other layers with target_modules"
+            )
         if self.skipped:
             warnings.warn(
                 f"leaving {len(self.skipped)} layer(s) uncorrected: "

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ConfigError", "DataError", "LayerError", "NumericalError", "VerifixError", "describe_value"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "InputTypeError",
+    "LayerError",
+    "NumericalError",
+    "VerifixError",
+    "describe_value",
+]
 
 
 class VerifixError(Exception):
@@ -36,6 +44,17 @@ class ConfigError(VerifixError, ValueError):
         >>> CorrectionConfig(alpha=0)  # doctest: +IGNORE_EXCEPTION_DETAIL
         Traceback (most recent call last):
         ConfigError: alpha must be a finite number > 0 ...
+    """
+
+
+class InputTypeError(VerifixError, TypeError):
+    """An argument of the wrong type (labels of floats, a rate given as a string): also a ``TypeError``.
+
+    Example:
+        >>> from hf_verifix.noise import symmetric_noise
+        >>> symmetric_noise([0, 1], rate="0.2", num_classes=2)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        InputTypeError: rate must be a float in [0, 1), got str ('0.2').
     """
 
 

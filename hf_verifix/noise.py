@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .errors import ConfigError, DataError, InputTypeError
+
 if TYPE_CHECKING:
     import datasets
 
@@ -82,7 +84,7 @@ class NoisyLabels:
 
     def __post_init__(self) -> None:
         if self.labels.shape != self.flipped.shape:
-            raise ValueError(
+            raise DataError(
                 f"NoisyLabels.labels and NoisyLabels.flipped must have the same shape, got "
                 f"{tuple(self.labels.shape)} and {tuple(self.flipped.shape)}."
             )
@@ -119,7 +121,7 @@ def _as_label_tensor(labels: LabelsLike, name: str = "labels") -> torch.Tensor:
     if isinstance(labels, torch.Tensor):
         tensor = labels.detach().cpu()
     else:
-        type_error = TypeError(
+        type_error = InputTypeError(
             f"{name} must be a list, NumPy array or torch tensor of integers, got {type(labels).__name__}. "
             f"Convert it, e.g. with `np.asarray({name}, dtype=np.int64)`."
         )
@@ -132,24 +134,24 @@ def _as_label_tensor(labels: LabelsLike, name: str = "labels") -> torch.Tensor:
         if array.ndim == 0:
             raise type_error
         if array.dtype == object:
-            raise TypeError(
+            raise InputTypeError(
                 f"{name} must contain only integers, got values of mixed/object type. "
                 f"Convert it with `np.asarray({name}, dtype=np.int64)`."
             )
         tensor = torch.from_numpy(np.array(array, copy=True)) if array.size else torch.zeros(0, dtype=torch.int64)
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must have an integer dtype, got {tensor.dtype}. If the values are whole numbers, convert them "
             f"with `.long()` / `.astype(np.int64)`."
         )
     if tensor.ndim != 1:
-        raise ValueError(
+        raise DataError(
             f"{name} must be 1-D (one class index per sample), got shape {tuple(tensor.shape)}. "
             f"If you have one-hot/probability targets, pass `{name}.argmax(-1)`."
         )
     tensor = tensor.to(torch.int64).clone()
     if tensor.numel() and int(tensor.min()) < 0:
-        raise ValueError(
+        raise DataError(
             f"{name} must be >= 0, got minimum {int(tensor.min())}. Map your classes to 0..num_classes-1 first."
         )
     return tensor
@@ -161,18 +163,20 @@ def _check_num_classes(labels: torch.Tensor, num_classes: int | None) -> int:
         num_classes = inferred
         source = "inferred as max(labels) + 1"
         if num_classes < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"num_classes must be >= 2 to flip labels, but it was {source} = {num_classes}. "
                 f"Pass num_classes=... explicitly."
             )
         return num_classes
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise TypeError(f"num_classes must be an int or None, got {type(num_classes).__name__} ({num_classes!r}).")
+        raise InputTypeError(
+            f"num_classes must be an int or None, got {type(num_classes).__name__} ({num_classes!r})."
+        )
     num_classes = int(num_classes)
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2 to flip labels, got {num_classes}.")
+        raise ConfigError(f"num_classes must be >= 2 to flip labels, got {num_classes}.")
     if inferred > num_classes:
-        raise ValueError(
+        raise DataError(
             f"labels must be < num_classes={num_classes}, got a label {inferred - 1}. "
             f"Pass num_classes >= {inferred} or fix the labels."
         )
@@ -181,10 +185,10 @@ def _check_num_classes(labels: torch.Tensor, num_classes: int | None) -> int:
 
 def _check_rate(rate: float) -> float:
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise TypeError(f"rate must be a float in [0, 1), got {type(rate).__name__} ({rate!r}).")
+        raise InputTypeError(f"rate must be a float in [0, 1), got {type(rate).__name__} ({rate!r}).")
     rate = float(rate)
     if not (0.0 <= rate < 1.0) or math.isnan(rate):
-        raise ValueError(
+        raise ConfigError(
             f"rate must be in [0, 1), got {rate}. It is the fraction of labels to flip, e.g. rate=0.25 for 25% "
             f"noise (not a percentage)."
         )
@@ -193,7 +197,7 @@ def _check_rate(rate: float) -> float:
 
 def _make_generator(seed: int) -> torch.Generator:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r}).")
+        raise InputTypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r}).")
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
@@ -223,8 +227,8 @@ def symmetric_noise(
         A :class:`NoisyLabels` with the noisy labels and the mask of flipped samples.
 
     Raises:
-        TypeError: If an argument has the wrong type (e.g. float labels).
-        ValueError: If ``rate`` is outside ``[0, 1)``, labels are not 1-D / out of range, or
+        InputTypeError: If an argument has the wrong type (e.g. float labels); a ``TypeError``.
+        ConfigError, DataError: If ``rate`` is outside ``[0, 1)``, labels are not 1-D / out of range, or
             ``num_classes < 2``.
 
     Example:
@@ -275,8 +279,8 @@ def pair_noise(
         A :class:`NoisyLabels` with the noisy labels and the mask of flipped samples.
 
     Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If ``rate``, ``labels``, ``num_classes`` or ``mapping`` is invalid.
+        InputTypeError: If an argument has the wrong type; a ``TypeError``.
+        ConfigError, DataError: If ``rate``, ``labels``, ``num_classes`` or ``mapping`` is invalid.
 
     Example:
         >>> noisy = pair_noise([0] * 4 + [1] * 4, rate=0.5, mapping={0: 1})
@@ -305,21 +309,21 @@ def _check_mapping(mapping: Mapping[int, int] | None, num_classes: int) -> dict[
     if mapping is None:
         return {c: (c + 1) % num_classes for c in range(num_classes)}
     if not isinstance(mapping, Mapping):
-        raise TypeError(
+        raise InputTypeError(
             f"mapping must be a dict {{source_class: destination_class}} or None, got {type(mapping).__name__}."
         )
     pairs: dict[int, int] = {}
     for src, dst in mapping.items():
         for role, value in (("key", src), ("value", dst)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"mapping {role}s must be ints, got {value!r} ({type(value).__name__}).")
+                raise InputTypeError(f"mapping {role}s must be ints, got {value!r} ({type(value).__name__}).")
             if not 0 <= int(value) < num_classes:
-                raise ValueError(
+                raise ConfigError(
                     f"mapping {role} {value} is out of range: classes must be in [0, {num_classes}) "
                     f"(num_classes={num_classes}). Fix the mapping or pass a larger num_classes."
                 )
         if int(src) == int(dst):
-            raise ValueError(
+            raise ConfigError(
                 f"mapping maps class {src} to itself, which is not a flip. Remove {src} from the mapping to leave "
                 f"that class untouched."
             )
@@ -334,28 +338,30 @@ def _as_transition_matrix(matrix: Any) -> torch.Tensor:
         try:
             t = torch.as_tensor(np.asarray(matrix, dtype=np.float64))
         except (TypeError, ValueError) as err:
-            raise TypeError(
+            raise InputTypeError(
                 f"matrix must be a (K, K) array-like of floats (list of lists, NumPy array or tensor), got "
                 f"{type(matrix).__name__}: {err}"
             ) from err
     if t.dtype == torch.bool or t.is_complex():
-        raise TypeError(f"matrix must contain real numbers, got dtype {t.dtype}.")
+        raise InputTypeError(f"matrix must contain real numbers, got dtype {t.dtype}.")
     t = t.to(torch.float64)
     if t.ndim != 2 or t.shape[0] != t.shape[1]:
-        raise ValueError(
+        raise ConfigError(
             f"matrix must be square with shape (K, K), K = number of classes, got shape {tuple(t.shape)}."
         )
     if t.shape[0] < 2:
-        raise ValueError(f"matrix must describe at least 2 classes, got shape {tuple(t.shape)}.")
+        raise ConfigError(f"matrix must describe at least 2 classes, got shape {tuple(t.shape)}.")
     if not torch.isfinite(t).all():
-        raise ValueError("matrix must contain only finite values, got NaN or inf.")
+        raise ConfigError("matrix must contain only finite values, got NaN or inf.")
     if (t < 0).any():
-        raise ValueError(f"matrix must be non-negative (entries are probabilities), got minimum {float(t.min()):.6g}.")
+        raise ConfigError(
+            f"matrix must be non-negative (entries are probabilities), got minimum {float(t.min()):.6g}."
+        )
     row_sums = t.sum(dim=1)
     bad = torch.nonzero((row_sums - 1.0).abs() > 1e-6, as_tuple=False).flatten()
     if bad.numel():
         row = int(bad[0])
-        raise ValueError(
+        raise ConfigError(
             f"matrix must be row-stochastic (each row sums to 1 within 1e-6), but row {row} sums to "
             f"{float(row_sums[row]):.9g}. Normalise it, e.g. `matrix / matrix.sum(axis=1, keepdims=True)`."
         )
@@ -383,8 +389,8 @@ def transition_noise(
         A :class:`NoisyLabels`; ``flipped`` marks the samples whose label changed.
 
     Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If ``matrix`` is not square, has negative entries or rows not summing to 1,
+        InputTypeError: If an argument has the wrong type; a ``TypeError``.
+        ConfigError, DataError: If ``matrix`` is not square, has negative entries or rows not summing to 1,
             or a label is ``>= K``.
 
     Example:
@@ -398,7 +404,7 @@ def transition_noise(
     if clean.numel() == 0:
         return NoisyLabels(labels=clean, flipped=torch.zeros(0, dtype=torch.bool))
     if int(clean.max()) >= k:
-        raise ValueError(
+        raise DataError(
             f"labels must be < K={k} (the size of matrix), got a label {int(clean.max())}. "
             f"Use a ({int(clean.max()) + 1}, {int(clean.max()) + 1}) matrix or fix the labels."
         )
@@ -410,7 +416,7 @@ def transition_noise(
 def _check_superclasses(superclasses: Sequence[Sequence[int]], clean: torch.Tensor) -> torch.Tensor:
     """Validate disjoint groups of >= 2 classes covering every label; return each class's group id (-1: none)."""
     if isinstance(superclasses, (str, bytes)) or not isinstance(superclasses, Sequence):
-        raise TypeError(
+        raise InputTypeError(
             f"superclasses must be a sequence of class groups, e.g. [[0, 1], [2, 3, 4]], got "
             f"{type(superclasses).__name__}."
         )
@@ -418,17 +424,17 @@ def _check_superclasses(superclasses: Sequence[Sequence[int]], clean: torch.Tens
     members: dict[int, int] = {}
     for group_id, group in enumerate(superclasses):
         if isinstance(group, (str, bytes)) or not isinstance(group, Sequence):
-            raise TypeError(f"superclasses[{group_id}] must be a sequence of class ids, got {group!r}.")
+            raise InputTypeError(f"superclasses[{group_id}] must be a sequence of class ids, got {group!r}.")
         if len(group) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"superclasses[{group_id}] = {list(group)} has fewer than 2 classes, so its samples cannot flip "
                 f"within it. Merge it into another group."
             )
         for c in group:
             if isinstance(c, bool) or not isinstance(c, numbers.Integral) or int(c) < 0:
-                raise TypeError(f"class ids in superclasses must be ints >= 0, got {c!r} in group {group_id}.")
+                raise InputTypeError(f"class ids in superclasses must be ints >= 0, got {c!r} in group {group_id}.")
             if int(c) in members:
-                raise ValueError(
+                raise ConfigError(
                     f"class {c} is in superclasses {members[int(c)]} and {group_id}; the groups must be disjoint."
                 )
             members[int(c)] = group_id
@@ -438,7 +444,7 @@ def _check_superclasses(superclasses: Sequence[Sequence[int]], clean: torch.Tens
         group_of[c] = g
     missing = sorted(set(torch.unique(clean).tolist()) - set(members))
     if missing:
-        raise ValueError(
+        raise DataError(
             f"labels {missing[:10]} belong to no superclass; every class present must be in one group. "
             f"Add them to superclasses."
         )
@@ -469,8 +475,8 @@ def hierarchical_noise(
         A :class:`NoisyLabels` with the noisy labels and the mask of flipped samples.
 
     Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If ``rate`` is outside ``[0, 1)``, a group has fewer than 2 classes, groups
+        InputTypeError: If an argument has the wrong type; a ``TypeError``.
+        ConfigError, DataError: If ``rate`` is outside ``[0, 1)``, a group has fewer than 2 classes, groups
             overlap, or a label is in no group.
 
     Example:
@@ -539,8 +545,8 @@ def add_label_noise(
         columns.
 
     Raises:
-        TypeError: If ``dataset`` is not a :class:`datasets.Dataset` or an argument has the wrong type.
-        ValueError: If ``kind`` is unknown, ``label_column`` is missing, the output columns already
+        InputTypeError: If ``dataset`` is not a :class:`datasets.Dataset` or an argument has the wrong type.
+        ConfigError, DataError: If ``kind`` is unknown, ``label_column`` is missing, the output columns already
             exist, or the noise arguments are invalid.
 
     Example:
@@ -558,17 +564,17 @@ def add_label_noise(
             if isinstance(dataset, hf_datasets.DatasetDict)
             else ""
         )
-        raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.{hint}")
+        raise InputTypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.{hint}")
     if kind not in NOISE_KINDS:
-        raise ValueError(f"kind must be one of {list(NOISE_KINDS)}, got {kind!r}.")
+        raise ConfigError(f"kind must be one of {list(NOISE_KINDS)}, got {kind!r}.")
     if label_column not in dataset.column_names:
-        raise ValueError(
+        raise DataError(
             f"label_column {label_column!r} is not a column of the dataset; available columns: "
             f"{dataset.column_names}. Pass label_column=... ."
         )
     for new in ("clean_label", "is_noisy"):
         if new in dataset.column_names:
-            raise ValueError(
+            raise DataError(
                 f"dataset already has a {new!r} column, so noise seems to have been added already. Start from the "
                 f"clean dataset or drop it with `dataset.remove_columns({new!r})`."
             )
@@ -576,17 +582,17 @@ def add_label_noise(
     feature = dataset.features[label_column]
     clean = np.asarray(dataset.with_format("numpy")[label_column])
     if clean.dtype == object or clean.ndim != 1:
-        raise ValueError(
+        raise DataError(
             f"label_column {label_column!r} must hold one integer class index per row, got feature {feature}."
         )
 
     if kind == "transition":
         if "matrix" not in kwargs:
-            raise ValueError("kind='transition' needs a transition matrix: pass matrix=... (a (K, K) array).")
+            raise ConfigError("kind='transition' needs a transition matrix: pass matrix=... (a (K, K) array).")
         noisy = transition_noise(clean, seed=seed, **kwargs)
     elif kind == "hierarchical":
         if "superclasses" not in kwargs:
-            raise ValueError(
+            raise ConfigError(
                 "kind='hierarchical' needs the class groups: pass superclasses=... (e.g. [[0, 1], [2, 3, 4]])."
             )
         noisy = hierarchical_noise(clean, rate=rate, seed=seed, **kwargs)

@@ -21,7 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
-from hf_verifix.errors import ConfigError, DataError, LayerError, NumericalError, VerifixError
+from hf_verifix.data.fashion_mnist import load_fashion_mnist_arrays
+from hf_verifix.data.mnist import load_mnist_arrays
+from hf_verifix.errors import ConfigError, DataError, InputTypeError, LayerError, NumericalError, VerifixError
+from hf_verifix.noise import symmetric_noise, transition_noise
 from hf_verifix.statistics.layers import find_target_layers
 from hf_verifix.statistics.rows import conv_rows
 
@@ -440,8 +443,8 @@ CASES = [
     ),
     pytest.param(
         lambda: ProjectionCorrector(lambda x: x, config()),
-        TypeError,
-        r"model must be a torch\.nn\.Module, got function",
+        InputTypeError,
+        r"model must be a torch\.nn\.Module, got function; pass the model itself",
         id="model-not-a-module",
     ),
     pytest.param(
@@ -473,6 +476,26 @@ def test_error_classes_subclass_the_builtins_they_replace() -> None:
     assert issubclass(DataError, ValueError) and issubclass(DataError, VerifixError)
     assert issubclass(LayerError, ValueError) and issubclass(LayerError, VerifixError)
     assert issubclass(NumericalError, ArithmeticError) and issubclass(NumericalError, VerifixError)
+    assert issubclass(InputTypeError, TypeError) and issubclass(InputTypeError, VerifixError)
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: symmetric_noise([0, 1, 2], rate=1.5, num_classes=3), ConfigError),
+        (lambda: symmetric_noise([0, 1, 2], rate="0.2", num_classes=3), InputTypeError),
+        (lambda: symmetric_noise([0.0, 1.0], rate=0.2, num_classes=2), InputTypeError),
+        (lambda: symmetric_noise([0, 5], rate=0.2, num_classes=3), DataError),
+        (lambda: transition_noise([0, 1], [[0.5, 0.6], [0.0, 1.0]]), ConfigError),
+        (lambda: load_fashion_mnist_arrays("dev"), ConfigError),
+        (lambda: load_fashion_mnist_arrays("test", limit=1.5), InputTypeError),
+        (lambda: load_mnist_arrays("dev"), ConfigError),
+    ],
+)
+def test_noise_and_dataset_loaders_raise_hf_verifix_errors(call: Callable[[], Any], error: type) -> None:
+    with pytest.raises(error) as info:
+        call()
+    assert type(info.value) is error and isinstance(info.value, VerifixError)
 
 
 def test_apply_accepts_numpy_floats_and_rejects_numpy_nan() -> None:

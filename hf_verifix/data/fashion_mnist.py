@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import ConfigError, DataError, InputTypeError
 from .images import grayscale_image_dataset
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ _INSTALL_HINT = (
 
 def _check_split(split: str) -> str:
     if not isinstance(split, str) or split not in _SPLITS:
-        raise ValueError(f"split must be one of {list(_SPLITS)}, got {split!r}.")
+        raise ConfigError(f"split must be one of {list(_SPLITS)}, got {split!r}.")
     return split
 
 
@@ -104,9 +105,11 @@ def _check_limit(limit: int | None) -> int | None:
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
-        raise TypeError(f"limit must be a non-negative int or None, got {type(limit).__name__} ({limit!r}).")
+        raise InputTypeError(f"limit must be a non-negative int or None, got {type(limit).__name__} ({limit!r}).")
     if limit < 0:
-        raise ValueError(f"limit must be a non-negative int or None, got {limit}; pass limit=None to load everything.")
+        raise ConfigError(
+            f"limit must be a non-negative int or None, got {limit}; pass limit=None to load everything."
+        )
     return int(limit)
 
 
@@ -138,27 +141,23 @@ def _read_idx(path: Path, expected_magic: int, limit: int | None) -> np.ndarray:
         with opener(path, "rb") as fh:
             header = fh.read(4 + 4 * ndim)
             if len(header) < 4:
-                raise ValueError(
-                    f"Cannot parse Fashion-MNIST {kind} file {path}: it has no IDX header. {corrupt_hint}"
-                )
+                raise DataError(f"Cannot parse Fashion-MNIST {kind} file {path}: it has no IDX header. {corrupt_hint}")
             (magic,) = struct.unpack(">I", header[:4])
             if magic != expected_magic:
-                raise ValueError(
+                raise DataError(
                     f"Cannot parse Fashion-MNIST {kind} file {path}: bad IDX magic number 0x{magic:08x}, expected "
                     f"0x{expected_magic:08x}. {corrupt_hint}"
                 )
             if len(header) < 4 + 4 * ndim:
-                raise ValueError(
-                    f"Cannot parse Fashion-MNIST {kind} file {path}: truncated IDX header. {corrupt_hint}"
-                )
+                raise DataError(f"Cannot parse Fashion-MNIST {kind} file {path}: truncated IDX header. {corrupt_hint}")
             shape = struct.unpack(f">{ndim}I", header[4:])
             count = shape[0] if limit is None else min(shape[0], limit)
             item_size = int(np.prod(shape[1:], dtype=np.int64)) if ndim > 1 else 1
             payload = fh.read(count * item_size)
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"Cannot read Fashion-MNIST {kind} file {path}: {err}. {corrupt_hint}") from err
+        raise DataError(f"Cannot read Fashion-MNIST {kind} file {path}: {err}. {corrupt_hint}") from err
     if len(payload) != count * item_size:
-        raise ValueError(
+        raise DataError(
             f"Cannot parse Fashion-MNIST {kind} file {path}: expected {count * item_size} bytes of data for "
             f"{count} items of shape {tuple(shape[1:])}, found {len(payload)}. {corrupt_hint}"
         )
@@ -199,7 +198,9 @@ def load_fashion_mnist_arrays(
         of shape ``(N,)`` with values in ``0..9`` (see :data:`FASHION_MNIST_CLASSES`).
 
     Raises:
-        ValueError: If ``split`` or ``limit`` is invalid, or a file is corrupt.
+        ConfigError, DataError: If ``split`` or ``limit`` is invalid (a ``ConfigError``), or a file is corrupt
+            (a ``DataError``); both are ValueErrors. ``InputTypeError`` (a ``TypeError``) if ``limit`` is
+            not an int.
         FileNotFoundError: If the files are missing locally and the Hub fallback fails.
 
     Example:
@@ -230,17 +231,17 @@ def load_fashion_mnist_arrays(
     images = _read_idx(image_path, _IMAGE_MAGIC, limit)
     labels = _read_idx(label_path, _LABEL_MAGIC, limit).astype(np.int64)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"Fashion-MNIST files disagree: {image_path} has {images.shape[0]} images but {label_path} has "
             f"{labels.shape[0]} labels. The files are corrupt or mismatched; reinstall them ({_INSTALL_HINT})."
         )
     if images.shape[1:] != (28, 28):
-        raise ValueError(
+        raise DataError(
             f"Fashion-MNIST images in {image_path} have shape {images.shape[1:]}, expected (28, 28). "
             f"The file is not Fashion-MNIST; {_INSTALL_HINT}."
         )
     if labels.size and labels.max() >= len(FASHION_MNIST_CLASSES):
-        raise ValueError(
+        raise DataError(
             f"Fashion-MNIST labels in {label_path} must be in 0..{len(FASHION_MNIST_CLASSES) - 1}, found "
             f"{int(labels.max())}. The file is corrupt; {_INSTALL_HINT}."
         )
@@ -269,7 +270,9 @@ def load_fashion_mnist(
         A :class:`datasets.Dataset` with columns ``image`` and ``label``.
 
     Raises:
-        ValueError: If ``split`` or ``limit`` is invalid, or a file is corrupt.
+        ConfigError, DataError: If ``split`` or ``limit`` is invalid (a ``ConfigError``), or a file is corrupt
+            (a ``DataError``); both are ValueErrors. ``InputTypeError`` (a ``TypeError``) if ``limit`` is
+            not an int.
         FileNotFoundError: If the files are missing locally and the Hub fallback fails.
 
     Example:

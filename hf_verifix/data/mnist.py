@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ConfigError, DataError
 from .fashion_mnist import _check_limit
 from .images import grayscale_image_dataset
 
@@ -162,7 +163,7 @@ def find_mnist_file(root: str | os.PathLike[str] | None = None) -> Path:
 
 def _check_split(split: Any) -> int:
     if split not in MNIST_SPLITS:
-        raise ValueError(f"split must be one of {list(MNIST_SPLITS)}, got {split!r}.")
+        raise ConfigError(f"split must be one of {list(MNIST_SPLITS)}, got {split!r}.")
     return MNIST_SPLITS.index(split)
 
 
@@ -171,30 +172,30 @@ def _read_pickle(path: Path) -> Any:
         with gzip.open(path, "rb") as handle:
             return SafeArrayUnpickler(handle, encoding="latin1").load()
     except (OSError, EOFError, zlib.error, ValueError, TypeError) as err:
-        raise ValueError(f"cannot read MNIST file {path}: {err}; the file is corrupt, {_INSTALL_HINT}.") from err
+        raise DataError(f"cannot read MNIST file {path}: {err}; the file is corrupt, {_INSTALL_HINT}.") from err
 
 
 def _split_arrays(data: Any, index: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Check the file's layout ((x, y) × 3, x in [0, 1) by 1/256) and return uint8 (N, 28, 28) images, int64 labels."""
     layout_ok = isinstance(data, tuple) and len(data) == 3 and all(isinstance(s, tuple) and len(s) == 2 for s in data)
     if not layout_ok:
-        raise ValueError(
+        raise DataError(
             f"{path} does not hold MNIST's three (images, labels) pairs (found {type(data).__name__}); "
             f"{_INSTALL_HINT}."
         )
     pixels, labels = data[index]
     if not (isinstance(pixels, np.ndarray) and isinstance(labels, np.ndarray)):
-        raise ValueError(f"{path}: the {MNIST_SPLITS[index]!r} split is not two NumPy arrays; {_INSTALL_HINT}.")
+        raise DataError(f"{path}: the {MNIST_SPLITS[index]!r} split is not two NumPy arrays; {_INSTALL_HINT}.")
     if pixels.ndim != 2 or pixels.shape[1] != 784 or labels.shape != (pixels.shape[0],):
-        raise ValueError(
+        raise DataError(
             f"{path}: the {MNIST_SPLITS[index]!r} split has images {pixels.shape} and labels {labels.shape}, expected "
             f"(N, 784) and (N,); {_INSTALL_HINT}."
         )
     if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{path}: labels must be in 0..9, found {labels.min()}..{labels.max()}; {_INSTALL_HINT}.")
+        raise DataError(f"{path}: labels must be in 0..9, found {labels.min()}..{labels.max()}; {_INSTALL_HINT}.")
     steps = np.rint(pixels.astype(np.float64) * 256.0)
     if steps.size and (steps.min() < 0 or steps.max() > 255):
-        raise ValueError(f"{path}: pixel values must lie in [0, 1), found up to {pixels.max()}; {_INSTALL_HINT}.")
+        raise DataError(f"{path}: pixel values must lie in [0, 1), found up to {pixels.max()}; {_INSTALL_HINT}.")
     return steps.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.int64)
 
 
@@ -209,8 +210,9 @@ def load_mnist_arrays(
         limit: If given, only the first ``limit`` samples.
 
     Raises:
-        ValueError: for an unknown split, a negative ``limit`` or a file that is not MNIST's layout.
-        TypeError: ``limit`` is not an int.
+        ConfigError: An unknown split or a negative ``limit`` (a ``ValueError``).
+        DataError: A file that is not MNIST's layout (a ``ValueError``).
+        InputTypeError: ``limit`` is not an int (a ``TypeError``).
         FileNotFoundError: when the file is nowhere to be found.
         pickle.UnpicklingError: when the file asks to build anything but NumPy arrays.
 

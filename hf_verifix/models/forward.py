@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InputTypeError
+
 __all__ = ["evaluation_mode", "logits_of", "model_device", "model_input_channels"]
 
 
@@ -30,7 +32,7 @@ def logits_of(output: Any) -> torch.Tensor:
         return output["logits"]
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(
+    raise InputTypeError(
         f"cannot find logits in a model output of type {type(output).__name__}; the model must return a tensor, "
         "an object with .logits, a dict with 'logits' or a tuple whose first item is the logits"
     )
