@@ -68,7 +68,16 @@ class TrustedSelector(Protocol):
         per_class: bool = False,
         seed: int = 0,
         progress: bool = False,
-    ) -> Selection: ...
+    ) -> Selection:
+        """Score every sample and return the ``n_trusted`` most trusted (``per_class``: as many of each label).
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> source = SampleSource(TensorDataset(torch.randn(6, 2), torch.tensor([0, 1] * 3)))
+            >>> get_selector("loss").select(nn.Linear(2, 2), source, 4, per_class=True).class_counts(2).tolist()
+            [2, 2]
+        """
+        ...
 
 
 _REGISTRY: dict[str, Callable[..., TrustedSelector]] = {}

@@ -102,7 +102,11 @@ def clipping_warning(args: TrainingArguments, trainer: str) -> str | None:
 
 
 def log_clipping_warning(args: TrainingArguments, trainer: str) -> None:
-    """Log :func:`clipping_warning` (a ``logging`` warning, not a Python warning: the run is valid as it is)."""
+    """Log :func:`clipping_warning` (a ``logging`` warning, not a Python warning: the run is valid as it is).
+
+    Example:
+        >>> log_clipping_warning(TrainingArguments("out", max_grad_norm=0.0), "CrustTrainer")  # no clipping: silent
+    """
     message = clipping_warning(args, trainer)
     if message is not None:
         logger.warning(message)
@@ -113,6 +117,10 @@ class KeepColumnsTrainer(Trainer):
 
     A plain module's ``forward(x)`` names neither ``pixel_values`` nor ``labels``, and the training methods add keys
     of their own; the Trainer would drop them all.
+
+    Example:
+        >>> KeepColumnsTrainer.kept_columns
+        ('pixel_values', 'labels')
     """
 
     kept_columns: tuple[str, ...] = (INPUT_KEY, LABELS_KEY)
