@@ -18,7 +18,7 @@ import io
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -281,6 +281,21 @@ def _settings_rows(config: dict[str, Any], report: dict[str, Any], info: CardInf
     return rows
 
 
+def _with_search_scores(info: CardInfo, search: Mapping[str, Any] | None, applied: float | None) -> CardInfo:
+    """``info`` with the α search's before/after accuracies when it has neither and the model is as the search left
+    it: the best α applied, or (no α beat the uncorrected model) none."""
+    if info.accuracy_before is not None or info.accuracy_after is not None or not search:
+        return info
+    before, best = search.get("baseline_accuracy"), search.get("best_alpha")
+    if best is None:
+        after = before if applied is None else None
+    else:
+        after = search.get("best_accuracy") if applied is not None and float(applied) == float(best) else None
+    if before is None or after is None:
+        return info
+    return replace(info, accuracy_before=float(before), accuracy_after=float(after))
+
+
 def render_model_card(
     report: dict[str, Any],
     info: CardInfo,
@@ -293,6 +308,7 @@ def render_model_card(
     Args:
         report: :meth:`ProjectionCorrector.report` of the correction (config, trusted set, layers, α search).
         info: Provenance and scores; before/after accuracies become ``eval_results`` (the card's ``model-index``).
+            When ``info`` has neither, the report's α search gives them (uncorrected, and the applied α's score).
         template_path: A Jinja template starting with ``---\\n{{ card_data }}\\n---`` (default: the packaged one).
         plot_file: File name of the α-search PNG next to the card, shown in it (None: not drawn).
         figures: Correction-report figures next to the card, ``{key: file name}`` with the keys of
@@ -314,6 +330,7 @@ def render_model_card(
     config = report.get("config", {})
     applied = report.get("applied_alpha")
     search = report.get("alpha_search")
+    info = _with_search_scores(info, search, applied)
     card_data = ModelCardData(
         model_name=info.model_name,
         base_model=info.base_model if info.base_model_is_hub else None,

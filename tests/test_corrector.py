@@ -164,6 +164,34 @@ def test_search_alpha_keeps_original_when_nothing_beats_it():
     assert corrector.applied_alpha is None
 
 
+def test_model_card_takes_before_and_after_from_the_search_while_the_model_is_as_it_left_it():
+    from hf_verifix.model_card import CardInfo, render_model_card
+
+    def scores(corrector: ProjectionCorrector, info: CardInfo | None = None) -> list[float] | None:
+        results = render_model_card(corrector.report(), info or CardInfo("m")).data.eval_results
+        return None if results is None else [r.metric_value for r in results]
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))  # 5 trusted samples span 5 of 64 input directions
+    train, inputs = dataset(60, seed=0), dataset(40, seed=1).tensors[0]
+    corrector = ProjectionCorrector(model, n_trusted=5, progress=False).fit(train)
+    corrector.apply(1.0)
+    with torch.no_grad():
+        target = model.eval()(inputs).argmax(1)  # labels that the α = 1 model gets all right
+    corrector.revert()
+    result = corrector.search_alpha(TensorDataset(inputs, target), alphas=[1.0, 1e6])
+    assert result.best_alpha == 1.0 and result.best_accuracy == 1.0 > result.baseline_accuracy
+    assert scores(corrector) == [result.baseline_accuracy, 1.0]
+    assert scores(corrector, CardInfo("m", accuracy_before=0.1, accuracy_after=0.2)) == [0.1, 0.2]  # given wins
+    corrector.apply(1e6)  # no longer the model the search measured: nothing is guessed
+    assert scores(corrector) is None
+    corrector.revert()
+    with torch.no_grad():
+        perfect = TensorDataset(inputs, model.eval()(inputs).argmax(1))
+    assert corrector.search_alpha(perfect, alphas=[1e6]).best_alpha is None  # kept uncorrected
+    assert scores(corrector) == [1.0, 1.0]
+
+
 def test_save_pretrained_writes_model_config_and_report(tmp_path):
     from safetensors.torch import load_file
 
