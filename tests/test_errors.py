@@ -67,6 +67,12 @@ def with_value(position: tuple[int, ...], value: float, n: int = 12) -> TensorDa
     return TensorDataset(x, data.tensors[1])
 
 
+def hf_vectors(n: int = 12) -> datasets.Dataset:
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(n, 4, generator=generator)
+    return datasets.Dataset.from_dict({"pixel_values": inputs.tolist(), "labels": [i % 3 for i in range(n)]})
+
+
 def config(**overrides: Any) -> CorrectionConfig:
     return CorrectionConfig(**{"n_trusted": 4, "progress": False, **overrides})
 
@@ -440,6 +446,18 @@ CASES = [
         VerifixError,
         r"tensor\(s\) on the meta device \(no data\).*materialise them first",
         id="model-on-meta-device",
+    ),
+    pytest.param(
+        lambda: ProjectionCorrector(mlp(), config()).fit(hf_vectors().to_iterable_dataset()),
+        DataError,
+        r"got a stream \(IterableDataset\), but the trusted samples are revisited by index.*streaming=True, or take",
+        id="streaming-dataset",
+    ),
+    pytest.param(
+        lambda: ProjectionCorrector(mlp(), config()).fit(DataLoader(hf_vectors().to_iterable_dataset(), batch_size=4)),
+        DataError,
+        r"got a stream \(IterableDataset in a DataLoader\)",
+        id="dataloader-over-a-stream",
     ),
     pytest.param(
         lambda: ProjectionCorrector(lambda x: x, config()),

@@ -365,12 +365,15 @@ def as_source(
     num_workers = 0
     labels = None
     num_classes = None
+    stream = data.dataset if isinstance(data, DataLoader) else data
+    if is_iterable_dataset(stream):
+        raise DataError(
+            f"got a stream ({type(stream).__name__}{' in a DataLoader' if stream is not data else ''}), but the "
+            "trusted samples are revisited by index after every sample is scored; pass a map-style dataset: load "
+            "without streaming=True, or take the rows to use first, e.g. "
+            "datasets.Dataset.from_list(list(stream.take(50_000)), features=stream.features)"
+        )
     if isinstance(data, DataLoader):
-        if isinstance(data.dataset, IterableDataset):
-            raise DataError(
-                "a DataLoader over an IterableDataset cannot be indexed; pass a map-style dataset (or "
-                "datasets.Dataset) so the trusted samples can be revisited"
-            )
         if data.batch_sampler is None:
             raise DataError(
                 "the DataLoader was built with batch_size=None, so it yields single samples instead of batches; "
