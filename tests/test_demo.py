@@ -14,11 +14,12 @@ from safetensors.torch import load_file
 from hf_verifix import CorrectionConfig
 from hf_verifix.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist_sap.py"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLE = EXAMPLES / "fashion_mnist_sap.py"
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("fashion_mnist_sap_example", EXAMPLE)
+def load_example(path: Path = EXAMPLE):
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -57,3 +58,30 @@ def test_main_job_trains_corrects_and_writes_a_consistent_model(tmp_path, capsys
     assert accuracy == pytest.approx(summary["test_accuracy_after"], abs=1e-9)
     if summary["best_alpha"] is None:
         assert summary["test_accuracy_after"] == summary["test_accuracy_before"]
+
+
+@pytest.mark.skipif(
+    not Path(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").exists(),
+    reason="needs Debian's dataset-fashion-mnist (`make test` installs it)",
+)
+@pytest.mark.parametrize("method", ["mdyrh", "crust"])
+def test_robust_training_example_trains_in_the_trainer_then_saves_what_it_reports(method, tmp_path, capsys):
+    example = load_example(EXAMPLES / "robust_training_then_sap.py")
+    argv = [
+        "--method", method, "--model", "test_resnet", "--n-train", "300", "--n-val", "100", "--n-test", "200",
+        "--epochs", "3", "--warmup-epochs", "1", "--n-trusted", "50", "--alphas", "1e3", "1e6",
+        "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    result = example.main(argv)
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    report = json.loads((tmp_path / "correction_report.json").read_text())
+    assert report["trusted"]["class_counts"] == [5] * 10 and report["applied_alpha"] == result["alpha"]
+    if result["alpha"] is None:
+        assert result["test_accuracy_after_sap"] == result["test_accuracy_trained"]
+    else:
+        assert result["held_out_accuracy"]["best"] > result["held_out_accuracy"]["trained"]
+    # The saved model is the one whose accuracy was reported.
+    _, _, test = example.fashion_mnist(example.parse_args(argv))
+    model = timm.create_model("test_resnet", pretrained=False, in_chans=1, num_classes=10)
+    model.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    assert example.accuracy(model, test) == pytest.approx(result["test_accuracy_after_sap"], abs=1e-12)
