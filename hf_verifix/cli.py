@@ -141,6 +141,11 @@ def _add_data_options(parser: argparse.ArgumentParser, split_default: str, noisy
     )
     group.add_argument("--image-column", help="image column (default: detected)")
     group.add_argument("--label-column", help="label column (default: detected)")
+    group.add_argument(
+        "--align-labels",
+        action="store_true",
+        help="renumber the label column's ClassLabel classes to the model's (matched by name, case-insensitive)",
+    )
     if noisy:
         labels = group.add_mutually_exclusive_group()
         labels.add_argument(
@@ -351,6 +356,34 @@ def _load_split(args: argparse.Namespace, split: str, training: bool) -> Any:
     )
 
 
+def _align_labels(loaded: Any, data: Any, args: argparse.Namespace) -> None:
+    """With ``--align-labels``, renumber ``data``'s ClassLabel column to the model's class names (in place)."""
+    if not getattr(args, "align_labels", False) or data.reference_column is not None:
+        return  # labels given with --noisy-labels / --noisy-label-column are already in the model's numbering
+    from .data.source import model_class_names
+    from .errors import DataError
+
+    names = model_class_names(loaded.model)
+    feature = data.dataset.features[data.label_column]
+    if names is None:
+        raise DataError(
+            "--align-labels needs the model's class names (config.id2label, or timm's pretrained_cfg label_names), "
+            "but the model has none; drop --align-labels"
+        )
+    if not hasattr(feature, "names"):
+        raise DataError(
+            f"--align-labels renumbers a ClassLabel column, but {data.label_column!r} is a {type(feature).__name__}; "
+            "drop --align-labels, or cast the column to datasets.ClassLabel(names=...) first"
+        )
+    missing = sorted({n.lower() for n in feature.names} - {n.lower() for n in names})
+    if missing:
+        raise DataError(
+            f"--align-labels: the dataset's classes {missing[:5]} are not among the model's {names[:10]}; the names "
+            "must match (case-insensitive)"
+        )
+    data.dataset = data.dataset.align_labels_with_mapping({n: i for i, n in enumerate(names)}, data.label_column)
+
+
 def _check_labels(loaded: Any, data: Any, split: str) -> None:
     from .errors import DataError
 
@@ -448,6 +481,8 @@ def _reproduce_command(args: argparse.Namespace, loaded: Any, train: Any, alphas
     label = train.reference_column if train.reference_column else train.label_column
     if label and (train.reference_column or not (args.noisy_labels or args.noisy_label_column)):
         parts += ["--label-column", label]
+    if args.align_labels:
+        parts.append("--align-labels")
     if args.noisy_labels:
         parts += ["--noisy-labels", args.noisy_labels]
     if args.noisy_label_column:
@@ -551,6 +586,7 @@ def _cmd_correct(args: argparse.Namespace) -> int:
     # A model with layers that cannot be corrected is refused before any data is loaded (fit checks again).
     find_target_layers(loaded.model, args.target_modules, args.exclude_modules, args.on_uncorrectable)
     train = _load_split(args, args.split, training=True)
+    _align_labels(loaded, train, args)
     _check_labels(loaded, train, args.split)
     evaluation = None
     if args.eval_split:
@@ -566,6 +602,7 @@ def _cmd_correct(args: argparse.Namespace) -> int:
                 "--eval-noisy-labels FILE to score it with labels as noisy as the training ones"
             )
         evaluation = _load_split(args, args.eval_split, training=False)
+        _align_labels(loaded, evaluation, args)
         _check_labels(loaded, evaluation, args.eval_split)
         # The corrector reads every split with the training split's column names.
         renames = {evaluation.label_column: train.label_column, evaluation.image_column: train.image_column}
@@ -707,6 +744,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     loaded = _load_model(args)
     data = _load_split(args, args.split, training=False)
+    _align_labels(loaded, data, args)
     _check_labels(loaded, data, args.split)
     accuracy = source_accuracy(loaded.model, _source(loaded, data, args.batch_size), not args.no_progress)
     result = {
@@ -741,6 +779,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
         raise _UsageError(f"--output must end in .json or .csv, got {args.output!r}")
     loaded = _load_model(args)
     data = _load_split(args, args.split, training=True)
+    _align_labels(loaded, data, args)
     _check_labels(loaded, data, args.split)
     from .errors import DataError
 

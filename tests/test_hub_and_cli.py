@@ -211,6 +211,39 @@ def test_cli_evaluates_a_model_by_id_from_the_cache(work, monkeypatch, capsys):
     assert result["samples"] == 9 and 0.0 <= result["accuracy"] <= 1.0
 
 
+def test_cli_refuses_classes_in_another_order_and_align_labels_renumbers_them(work, tmp_path, capsys):
+    from transformers import ViTForImageClassification
+
+    # The tiny ViT, told that its classes are the image folder's in another order.
+    model = ViTForImageClassification.from_pretrained(work["vit"])
+    names = ["class1", "class2", "class0"]
+    model.config.id2label, model.config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+    folder = tmp_path / "named-vit"
+    model.save_pretrained(folder)
+    for file in work["vit"].glob("preprocessor_config.json"):
+        (folder / file.name).write_bytes(file.read_bytes())
+    argv = ["evaluate", "--model", str(folder), *_data_args(work), "--split", "validation"]
+    assert main(argv) == 1
+    assert "numbers the model's classes in another order" in capsys.readouterr().err
+    assert main([*argv, "--align-labels"]) == 0
+    aligned = json.loads(capsys.readouterr().out)["accuracy"]
+    # The same accuracy by hand: the folder's class k is the model's class names.index(f"class{k}").
+    from hf_verifix.data.source import as_source
+
+    data = load_data(work["images"], "validation", cache_dir=work["datasets_cache"])
+    source = as_source(data.dataset, ViTForImageClassification.from_pretrained(work["vit"]).eval(), 64)
+    batch = next(iter(source.batches()))
+    with torch.no_grad():
+        predicted = model.eval()(batch.inputs).logits.argmax(-1)
+    expected = torch.tensor([names.index(f"class{int(k)}") for k in batch.labels])
+    assert aligned == pytest.approx(float((predicted == expected).double().mean()))
+    assert (
+        main(["evaluate", "--model", str(work["vit"]), *_data_args(work), "--split", "validation", "--align-labels"])
+        == 1
+    )
+    assert "needs the model's class names" in capsys.readouterr().err  # LABEL_0.. are no names
+
+
 def test_local_folders_checkpoints_and_safe_loading(work, tmp_path):
     folder = load_model(work["timm"])
     assert folder.library == "timm" and folder.repo_id is None
