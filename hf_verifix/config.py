@@ -75,6 +75,9 @@ class CorrectionConfig:
         label_column: Label column of a ``datasets.Dataset`` (detected when ``None``).
         seed: Seed of the selectors' random choices (e.g. curvature's Rademacher directions, random selection).
         progress: Show tqdm progress bars on long passes.
+        statistics_device: Where the float64 Grams, their eigenvectors and W·U live (a torch device string such as
+            ``"cpu"`` or ``"cuda:1"``); ``None`` is the model's device. ``"cpu"`` spares GPU memory at the cost of
+            copying every activation row to the host.
 
     Example:
         >>> from hf_verifix import CorrectionConfig
@@ -105,6 +108,9 @@ class CorrectionConfig:
     label_column: str | None = field(default=None, metadata={"help": "Label column (auto-detected if None)."})
     seed: int = field(default=0, metadata={"help": "Seed for every random choice."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    statistics_device: str | None = field(
+        default=None, metadata={"help": "Device of the Grams and projections (None: the model's device)."}
+    )
 
     def __post_init__(self) -> None:
         self.alpha = _valid_alpha(self.alpha, "alpha")
@@ -130,6 +136,7 @@ class CorrectionConfig:
             )
         self.exclude_modules = _valid_patterns(self.exclude_modules, "exclude_modules")
         self.on_uncorrectable = _valid_on_uncorrectable(self.on_uncorrectable)
+        self.statistics_device = _valid_device(self.statistics_device)
         for name in ("image_column", "label_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -313,3 +320,21 @@ def _valid_patterns(value: Any, name: str) -> list[str] | None:
                 "with re.escape or fix the pattern"
             ) from err
     return list(value)
+
+
+def _valid_device(value: Any) -> str | None:
+    """``value`` if it is None or a string ``torch.device`` accepts (``"cpu"``, ``"cuda:0"``), else a ConfigError."""
+    if value is None:
+        return None
+    import torch
+
+    try:
+        if not isinstance(value, str):
+            raise TypeError
+        torch.device(value)
+    except (TypeError, RuntimeError) as err:
+        raise ConfigError(
+            f"statistics_device must be None (the model's device) or a torch device string such as 'cpu' or "
+            f"'cuda:0', got {describe_value(value)}"
+        ) from err
+    return value

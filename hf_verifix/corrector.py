@@ -223,8 +223,9 @@ class ProjectionCorrector:
         start = time.perf_counter()
         device = model_device(self.model)
         batches = (b.inputs.to(device) for b in source.batches(trusted, "collecting Grams", cfg.progress))
-        # On the model's device: no float64 rows cross to the host, and eigh runs there too (a GPU's float64).
-        grams = collect_grams(self.model, selection.targets, batches, device=device)
+        # On the model's device by default: no float64 rows cross to the host, and eigh runs there too.
+        statistics = torch.device(cfg.statistics_device) if cfg.statistics_device else device
+        grams = collect_grams(self.model, selection.targets, batches, device=statistics)
         self.timings["collection_s"] = time.perf_counter() - start
 
         start = time.perf_counter()

@@ -37,6 +37,7 @@ NON_DEFAULT: dict[str, Any] = {
     "label_column": "fine_label",
     "seed": 2**63,
     "progress": False,
+    "statistics_device": "cpu",
 }
 
 
@@ -256,6 +257,8 @@ BAD_VALUES = [
     ("on_uncorrectable", "warn", r"on_uncorrectable must be 'error' \(refuse .*\) or 'skip' .*got 'warn' \(str\)"),
     ("on_uncorrectable", None, r"on_uncorrectable must be 'error'.*got None \(NoneType\)"),
     ("on_uncorrectable", "Error", r"on_uncorrectable must be 'error'.*got 'Error' \(str\)"),
+    ("statistics_device", "gpu0", r"statistics_device must be None \(the model's device\) or a torch device .*'gpu0'"),
+    ("statistics_device", 0, r"statistics_device must be None .*got 0 \(int\)"),
     ("image_column", "", r"image_column must be a column name of the dataset \(a non-empty str\) or None.*got ''"),
     ("image_column", 0, r"image_column must be a column name.*got 0 \(int\)"),
     ("label_column", ["label"], r"label_column must be a column name.*got \['label'\] \(list\)"),
@@ -340,6 +343,7 @@ def _valid_field_values() -> st.SearchStrategy[dict[str, Any]]:
             "recalibrate_batchnorm": st.booleans(),
             "progress": st.booleans(),
             "on_uncorrectable": st.sampled_from(["error", "skip", "warn"]),
+            "statistics_device": st.none() | st.sampled_from(["cpu", "cuda:1", "tpu", ""]),
             "target_modules": st.none() | st.lists(st.sampled_from(["fc", ".*", "layer\\d+\\..*"]), min_size=1),
             "exclude_modules": st.none() | st.lists(st.sampled_from(["fc", "head", "conv\\d"])),
             "image_column": st.none() | st.text(min_size=1, max_size=6),
