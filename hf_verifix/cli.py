@@ -357,31 +357,44 @@ def _load_split(args: argparse.Namespace, split: str, training: bool) -> Any:
 
 
 def _align_labels(loaded: Any, data: Any, args: argparse.Namespace) -> None:
-    """With ``--align-labels``, renumber ``data``'s ClassLabel column to the model's class names (in place)."""
-    if not getattr(args, "align_labels", False) or data.reference_column is not None:
-        return  # labels given with --noisy-labels / --noisy-label-column are already in the model's numbering
+    """With ``--align-labels``, renumber the dataset's own ClassLabel column to the model's class names (in place).
+
+    Labels given separately (``--noisy-labels``, ``--noisy-label-column``) are the ones the model was trained on, so
+    already in its numbering: then the dataset's own labels (``reference_column``, which measure the trusted set's
+    precision) are the column renumbered.
+    """
+    if not getattr(args, "align_labels", False):
+        return
     from .data.source import model_class_names
     from .errors import DataError
 
+    column = data.reference_column or data.label_column
     names = model_class_names(loaded.model)
-    feature = data.dataset.features[data.label_column]
+    feature = data.dataset.features[column]
     if names is None:
         raise DataError(
             "--align-labels needs the model's class names (config.id2label, or timm's pretrained_cfg label_names), "
             "but the model has none; drop --align-labels"
         )
+    lowered = [n.lower() for n in names]
+    repeated = sorted({n for n in lowered if lowered.count(n) > 1})
+    if repeated:
+        raise DataError(
+            f"--align-labels matches classes by name, but the model's names {repeated[:5]} are used by several "
+            "classes; drop --align-labels and renumber the labels yourself"
+        )
     if not hasattr(feature, "names"):
         raise DataError(
-            f"--align-labels renumbers a ClassLabel column, but {data.label_column!r} is a {type(feature).__name__}; "
-            "drop --align-labels, or cast the column to datasets.ClassLabel(names=...) first"
+            f"--align-labels renumbers a ClassLabel column, but {column!r} is a {type(feature).__name__}; drop "
+            "--align-labels, or cast the column to datasets.ClassLabel(names=...) first"
         )
-    missing = sorted({n.lower() for n in feature.names} - {n.lower() for n in names})
+    missing = sorted({n.lower() for n in feature.names} - set(lowered))
     if missing:
         raise DataError(
             f"--align-labels: the dataset's classes {missing[:5]} are not among the model's {names[:10]}; the names "
             "must match (case-insensitive)"
         )
-    data.dataset = data.dataset.align_labels_with_mapping({n: i for i, n in enumerate(names)}, data.label_column)
+    data.dataset = data.dataset.align_labels_with_mapping({n: i for i, n in enumerate(names)}, column)
 
 
 def _check_labels(loaded: Any, data: Any, split: str) -> None:

@@ -242,6 +242,34 @@ def test_cli_refuses_classes_in_another_order_and_align_labels_renumbers_them(wo
         == 1
     )
     assert "needs the model's class names" in capsys.readouterr().err  # LABEL_0.. are no names
+    model.config.id2label = {0: "class0", 1: "Class0", 2: "class2"}  # one name for two classes
+    model.save_pretrained(folder)
+    assert main([*argv, "--align-labels"]) == 1
+    assert "names ['class0'] are used by several classes" in capsys.readouterr().err
+
+
+def test_align_labels_renumbers_the_datasets_own_column_when_the_training_labels_are_given_apart():
+    import argparse
+
+    import datasets
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from hf_verifix.cli import _align_labels
+    from hf_verifix.hub import LoadedData, LoadedModel
+
+    names = ["cat", "dog", "bird"]
+    config = ViTConfig(image_size=8, patch_size=4, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=8, num_labels=3, id2label=dict(enumerate(names)))  # fmt: skip
+    loaded = LoadedModel(ViTForImageClassification(config), "transformers", "m", Path("."))
+    features = datasets.Features(
+        {"image": datasets.Value("int64"), "label": datasets.ClassLabel(names=["dog", "bird", "cat"]),
+         "noisy": datasets.Value("int64")}
+    )  # fmt: skip
+    table = {"image": [0, 1, 2], "label": [0, 1, 2], "noisy": [1, 2, 0]}  # dog, bird, cat; noisy: the model's ids
+    data = LoadedData(datasets.Dataset.from_dict(table, features=features), "image", "noisy", reference_column="label")
+    _align_labels(loaded, data, argparse.Namespace(align_labels=True))
+    assert data.dataset["label"] == [1, 2, 0] and data.dataset.features["label"].names == names
+    assert data.dataset["noisy"] == [1, 2, 0]  # the training labels are left as given
 
 
 def test_local_folders_checkpoints_and_safe_loading(work, tmp_path):

@@ -236,7 +236,8 @@ def _check_class_order(model: nn.Module, dataset_names: Sequence[str] | None, co
     raise DataError(
         f"the dataset's column {column!r} numbers the model's classes in another order: dataset class "
         f"{'; '.join(moved[:5])}{' ...' if len(moved) > 5 else ''}, so its labels would be read as other classes; "
-        f"renumber them first: dataset = dataset.align_labels_with_mapping(model.config.label2id, {column!r})"
+        f"renumber them first: dataset = dataset.align_labels_with_mapping(model.config.label2id, {column!r}) (or, "
+        "if the model was trained on the dataset's ids and its config.id2label is what is wrong, fix id2label)"
     )
 
 
