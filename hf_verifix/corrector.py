@@ -547,6 +547,55 @@ class ProjectionCorrector:
             (staging / REPORT_NAME).write_text(json.dumps(self.report(), indent=2) + "\n", encoding="utf-8")
         return Path(save_directory)
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        card_info: Any = None,
+        processor: Any = None,
+        private: bool | None = None,
+        overwrite: bool = False,
+        token: str | None = None,
+        commit_message: str | None = None,
+    ) -> str:
+        """Save the corrected model with its model card and push it to the Hub model repo ``repo_id`` in one commit.
+
+        :func:`hf_verifix.hub.save_corrected` writes the model, config, report and card to a temporary folder and
+        :func:`hf_verifix.hub.push_folder` uploads it (nothing on the repo is replaced without ``overwrite``); if the
+        push fails, that folder is kept and the error names it.
+        ``card_info`` defaults to a :class:`~hf_verifix.model_card.CardInfo` named after the repo; the card's
+        before/after accuracies then come from :meth:`search_alpha`. Returns the commit URL ("" on other processes).
+
+        Raises:
+            HubError: Unreachable Hub, refused token, offline mode, or files that would be replaced.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> data = TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+            >>> corrector = ProjectionCorrector(torch.nn.Linear(3, 2), n_trusted=4, progress=False).fit(data)
+            >>> corrector.push_to_hub("me/linear-sap")  # doctest: +SKIP
+            'https://huggingface.co/me/linear-sap/commit/...'
+        """
+        import shutil
+        import tempfile
+
+        from .hub import push_folder, save_corrected
+        from .model_card import CardInfo
+
+        self._require_fit()
+        if not is_main_process():  # only the main process writes and pushes
+            return ""
+        info = card_info if card_info is not None else CardInfo(model_name=repo_id.split("/")[-1], repo_id=repo_id)
+        scratch = Path(tempfile.mkdtemp(prefix="hf_verifix_push_"))
+        folder = scratch / repo_id.split("/")[-1]
+        save_corrected(self, folder, processor=processor, card_info=info)
+        url = push_folder(
+            folder, repo_id, overwrite=overwrite, private=private, token=token, commit_message=commit_message
+        )
+        shutil.rmtree(scratch, ignore_errors=True)  # kept when the push fails: its error names the folder to retry
+        return url
+
 
 def _decomposed_once(gram: torch.Tensor, name: str) -> Spectrum:
     """Decompose on the main process only and share the result, so every process projects identically."""

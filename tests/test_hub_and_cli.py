@@ -25,6 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hf_verifix import ProjectionCorrector
 from hf_verifix.cli import main
 from hf_verifix.errors import DataError
 from hf_verifix.hub import HubError, LoadError, load_data, load_model, push_folder, scrub_secrets
@@ -568,6 +569,35 @@ def test_push_uploads_one_commit_and_never_replaces_without_overwrite(work, corr
     assert "checked before correcting" in capsys.readouterr().err and not never.exists()
     captured = capsys.readouterr()
     _assert_no_token(captured.out, captured.err)  # ...and never shown
+
+
+@pytest.mark.hub
+def test_corrector_push_to_hub_writes_a_card_with_the_search_scores_in_one_commit(online, tmp_path):
+    from huggingface_hub import ModelCard
+    from safetensors.torch import load
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    data = torch.utils.data.TensorDataset(torch.randn(30, 12), torch.arange(30) % 3)
+    corrector = ProjectionCorrector(model, n_trusted=6, per_class=True, progress=False).fit(data)
+    search = corrector.search_alpha(torch.utils.data.TensorDataset(torch.randn(20, 12), torch.arange(20) % 3))
+    url = corrector.push_to_hub("tester/linear-sap")
+    repo = online.repo("tester/linear-sap")
+    assert url and len(repo.commits) == 1
+    assert {"README.md", "model.safetensors", "correction_config.json", "correction_report.json"} <= set(repo.files)
+    pushed = load(repo.files["model.safetensors"])
+    assert all(torch.equal(pushed[k], v) for k, v in model.state_dict().items())  # the corrected weights
+    card = ModelCard(repo.files["README.md"].decode())
+    after = search.best_accuracy if search.best_alpha is not None else search.baseline_accuracy
+    assert [r.metric_value for r in card.data.eval_results] == [search.baseline_accuracy, after]
+    with pytest.raises(
+        HubError, match=r"already holds .*overwrite=True.*Nothing was lost: the model and its card"
+    ) as info:
+        corrector.push_to_hub("tester/linear-sap")
+    kept = Path(str(info.value).split("card are in '")[1].split("'")[0])  # the folder the message names exists
+    assert (kept / "model.safetensors").is_file() and len(repo.commits) == 1
+    shutil.rmtree(kept.parent)
+    assert corrector.push_to_hub("tester/linear-sap", overwrite=True) and len(repo.commits) == 2
 
 
 @pytest.mark.hub
