@@ -106,7 +106,7 @@ def main() -> None:
     for r in results:
         print(
             f"| {r['d']} | {r['kind']} | {r['eigh_total_s']:.2f} s ({r['eigh_s']:.2f} + {r['eigh_updates_s']:.2f}) "
-            f"| {r['cholesky_total_s']:.2f} s | {float(r['cholesky_total_s']) / float(r['eigh_total_s']):.1f}× "
+            f"| {r['cholesky_total_s']:.2f} s | {float(r['cholesky_total_s']) / float(r['eigh_total_s']):.2f}× "
             f"| {r['max_relative_difference']:.1e} |"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)

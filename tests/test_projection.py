@@ -240,3 +240,20 @@ def test_zero_coordinates_split_off_give_the_full_eigendecomposition_result():
     assert torch.allclose(spectrum.eigenvectors[0].T @ spectrum.eigenvectors[0], torch.eye(12, dtype=torch.float64))
     assert (spectrum.eigenvalues[0, 8:] == 0).all()  # the 4 inactive coordinates: eigenvalue exactly 0
     assert (LayerProjection(weight, spectrum).weight(3e4)[:, [1, 4, 5, 11]] == 0).all()
+
+
+def test_the_update_keeps_only_directions_with_positive_eigenvalues_in_any_order_and_equals_the_full_formula():
+    from hf_verifix.projection.spectrum import Spectrum, importance_scaling
+    from hf_verifix.projection.update import LayerProjection
+
+    generator = torch.Generator().manual_seed(3)
+    basis, _ = torch.linalg.qr(torch.randn(2, 5, 5, generator=generator, dtype=torch.float64))
+    values = torch.tensor([[0.0, 2.0, 0.0, 1.0, 0.0], [3.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)  # unsorted
+    spectrum = Spectrum(values, basis)
+    weight = torch.randn(4, 5, 1, 1, generator=generator, dtype=torch.float64)  # a 2-group 1x1 conv, 2 outputs each
+    projection = LayerProjection(weight, spectrum)
+    assert projection.eigenvectors.shape == (2, 5, 2) and projection.normalized.shape == (2, 5)  # k = 2 of d = 5
+    for alpha in (1.0, 30.0, 3e4):
+        lam = importance_scaling(spectrum.normalized(), alpha)
+        full = torch.stack([weight.reshape(2, 2, 5)[g] @ basis[g] @ torch.diag(lam[g]) @ basis[g].T for g in range(2)])
+        torch.testing.assert_close(projection.weight(alpha), full.reshape(weight.shape), rtol=1e-12, atol=1e-12)

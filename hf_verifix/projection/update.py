@@ -12,7 +12,10 @@ __all__ = ["LayerProjection", "projected_weight"]
 class LayerProjection:
     """A layer's original weight in the eigenbasis of its trusted Gram, ready to project for any α.
 
-    ``W·U`` is computed once, so each α costs one matrix product: Ŵ = ((W U) diag λ) Uᵀ.
+    ``W·U`` is computed once, so each α costs one matrix product: Ŵ = ((W U) diag λ) Uᵀ. Directions with σ̃ = 0
+    get λ = 0 for every α, so only the ``k`` eigenvectors with σ̃ > 0 (the largest count over groups) are kept for
+    the update: W·U and the product cost ``out × k × d`` instead of ``out × d × d`` (resnet18's last stage at 28×28
+    input: k = 512 of d = 4608). ``normalized`` keeps every direction, for reports.
 
     Example:
         >>> from hf_verifix.projection.spectrum import decompose
@@ -29,8 +32,14 @@ class LayerProjection:
         self.dtype = weight.dtype
         w = weight.detach().to(torch.float64).reshape(groups, weight.shape[0] // groups, -1)
         self.spectrum = spectrum
-        self.eigenvectors = spectrum.eigenvectors.to(torch.float64)
         self.normalized = spectrum.normalized().to(torch.float64)
+        # The directions with σ̃ > 0 first (decompose already sorts them so), then keep the first k of each group.
+        order = torch.argsort(self.normalized, dim=-1, descending=True, stable=True)
+        k = max(1, int((self.normalized > 0).sum(dim=-1).max()))
+        kept = order[:, :k]
+        vectors = spectrum.eigenvectors.to(torch.float64)
+        self.eigenvectors = torch.gather(vectors, -1, kept[:, None, :].expand(-1, vectors.shape[1], -1))
+        self.kept_normalized = torch.gather(self.normalized, -1, kept)
         self.weight_in_basis = torch.bmm(w.to(self.eigenvectors.device), self.eigenvectors)
 
     def weight(self, alpha: float) -> torch.Tensor:
@@ -42,7 +51,7 @@ class LayerProjection:
             tensor([[1., 0.],
                     [0., 0.]])
         """
-        lam = importance_scaling(self.normalized, alpha)  # (g, d)
+        lam = importance_scaling(self.kept_normalized, alpha)  # (g, k)
         projected = torch.bmm(self.weight_in_basis * lam[:, None, :], self.eigenvectors.transpose(1, 2))
         return projected.reshape(self.shape).to(self.dtype)
 
