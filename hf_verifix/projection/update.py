@@ -38,7 +38,10 @@ class LayerProjection:
         k = max(1, int((self.normalized > 0).sum(dim=-1).max()))
         kept = order[:, :k]
         vectors = spectrum.eigenvectors.to(torch.float64)
-        self.eigenvectors = torch.gather(vectors, -1, kept[:, None, :].expand(-1, vectors.shape[1], -1))
+        if torch.equal(kept, torch.arange(k, device=kept.device).expand_as(kept)):  # sorted: a view, no copy
+            self.eigenvectors = vectors[..., :k]
+        else:
+            self.eigenvectors = torch.gather(vectors, -1, kept[:, None, :].expand(-1, vectors.shape[1], -1))
         self.kept_normalized = torch.gather(self.normalized, -1, kept)
         self.weight_in_basis = torch.bmm(w.to(self.eigenvectors.device), self.eigenvectors)
 
