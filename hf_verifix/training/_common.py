@@ -113,7 +113,8 @@ def log_clipping_warning(args: TrainingArguments, trainer: str) -> None:
 
 
 class KeepColumnsTrainer(Trainer):
-    """A ``Trainer`` whose column filter (``remove_unused_columns``) also keeps :attr:`kept_columns`.
+    """The base of the seeds' training methods: a ``Trainer`` whose column filter (``remove_unused_columns``) also
+    keeps :attr:`kept_columns`, and which logs :func:`clipping_warning` once (main process) when it is built.
 
     A plain module's ``forward(x)`` names neither ``pixel_values`` nor ``labels``, and the training methods add keys
     of their own; the Trainer would drop them all.
@@ -124,6 +125,11 @@ class KeepColumnsTrainer(Trainer):
     """
 
     kept_columns: tuple[str, ...] = (INPUT_KEY, LABELS_KEY)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.args.process_index == 0:  # once, not once per process
+            log_clipping_warning(self.args, type(self).__name__)
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()

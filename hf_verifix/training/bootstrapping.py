@@ -70,7 +70,7 @@ from ..errors import ConfigError, DataError, describe_value
 from ..mixture import BetaMixture
 from ..models.forward import logits_of
 from ..selection.loss import per_sample_losses
-from ._common import KeepColumnsTrainer, as_row, current_epoch, is_map_style, log_clipping_warning
+from ._common import KeepColumnsTrainer, as_row, current_epoch, is_map_style
 
 __all__ = [
     "INDEX_KEY",
@@ -604,8 +604,6 @@ class BootstrappingTrainer(KeepColumnsTrainer):
                     "the same samples in the same order (without random augmentation)"
                 )
         super().__init__(model, args, data_collator, indexed, eval_dataset, **kwargs)
-        if self.args.process_index == 0:  # once, not once per process
-            log_clipping_warning(self.args, type(self).__name__)
         # Hyperparameters (never changed by training).
         self.bootstrapping = bootstrapping
         self.scoring_dataset = scoring

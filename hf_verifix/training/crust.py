@@ -49,7 +49,7 @@ from ..distributed import broadcast_from_main, is_main_process
 from ..errors import ConfigError, DataError, VerifixError, describe_value
 from ..models.forward import logits_of
 from ..selection.coreset import _budgets, _class_medoids, _class_points, gradient_proxies
-from ._common import LABELS_KEY, KeepColumnsTrainer, as_row, current_epoch, is_map_style, log_clipping_warning
+from ._common import LABELS_KEY, KeepColumnsTrainer, as_row, current_epoch, is_map_style
 
 __all__ = ["CrustConfig", "CrustEpoch", "CrustTrainer"]
 
@@ -418,8 +418,6 @@ class CrustTrainer(KeepColumnsTrainer):
         if train_dataset is not None:
             _check_indexable(train_dataset)
         super().__init__(*args, **kwargs)
-        if self.args.process_index == 0:  # once, not once per process
-            log_clipping_warning(self.args, type(self).__name__)
         if crust is None:
             crust = CrustConfig()
         if not isinstance(crust, CrustConfig):
