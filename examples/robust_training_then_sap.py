@@ -14,8 +14,10 @@ chose α = 3e5 on the held-out split, which moved it to 73.5 %):
 
     python examples/robust_training_then_sap.py --method mdyrh --output-dir outputs/robust_then_sap
 
-``--method crust`` trains with CRUST instead. The Table-1 benchmark (``benchmarks/robust_training.py``) runs both,
-with more data and seeds, next to plain training and the other baselines.
+``--method crust`` trains with CRUST instead; ``--dataset mnist`` uses MNIST (the data are prepared by the main job's
+``prepare_data``, imported from ``examples/fashion_mnist_sap.py``). The Table-1 benchmark
+(``benchmarks/robust_training.py``) runs both, with more data and seeds, next to plain training and the other
+baselines.
 """
 
 from __future__ import annotations
@@ -28,16 +30,17 @@ from pathlib import Path
 
 import timm
 import torch
+
+# The main job's data preparation (examples/ is on sys.path when a script in it runs): split, noise, normalisation.
+from fashion_mnist_sap import DATASETS, prepare_data
 from torch.utils.data import TensorDataset
 from transformers import Trainer, TrainingArguments
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
-from hf_verifix.data.fashion_mnist import load_fashion_mnist_arrays
-from hf_verifix.noise import symmetric_noise
+from hf_verifix.data.source import as_source
+from hf_verifix.metrics import source_accuracy
 from hf_verifix.training.bootstrapping import BootstrappingConfig, BootstrappingTrainer
 from hf_verifix.training.crust import CrustConfig, CrustTrainer
-
-MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,37 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-trusted", type=int, default=500)
     parser.add_argument("--alphas", type=float, nargs="+", default=[1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST idx files")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder with the idx .gz files (Fashion-MNIST) / mnist.pkl.gz"
+    )
     parser.add_argument("--output-dir", default="outputs/robust_then_sap")
     return parser.parse_args(argv)
 
 
-def fashion_mnist(args: argparse.Namespace) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
-    """Noisy training split, held-out split with the same noise (for α), and the clean test split."""
-    images, clean = (torch.from_numpy(a) for a in load_fashion_mnist_arrays("train", root=args.data_dir))
-    test_images, test_labels = (torch.from_numpy(a) for a in load_fashion_mnist_arrays("test", root=args.data_dir))
-    order = torch.randperm(len(clean), generator=torch.Generator().manual_seed(args.seed))
-    fit, val = order[: args.n_train], order[args.n_train : args.n_train + args.n_val]
-
-    def inputs(x: torch.Tensor) -> torch.Tensor:
-        return ((x.float() / 255.0 - MEAN) / STD)[:, None]
-
-    noisy = [symmetric_noise(clean[i], args.noise, 10, seed=args.seed + k) for k, i in enumerate([fit, val])]
-    return (
-        TensorDataset(inputs(images[fit]), noisy[0].labels),
-        TensorDataset(inputs(images[val]), noisy[1].labels),
-        TensorDataset(inputs(test_images[: args.n_test]), test_labels[: args.n_test].long()),
-    )
-
-
-@torch.no_grad()
 def accuracy(model: torch.nn.Module, data: TensorDataset) -> float:
-    """Clean test accuracy, in eval mode, 500 images at a time."""
-    model.eval()
-    inputs, labels = data.tensors
-    batches = zip(inputs.split(500), labels.split(500), strict=True)
-    correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
-    return correct / len(labels)
+    """Accuracy on ``data`` (eval mode), with the library's offline metric."""
+    return source_accuracy(model, as_source(data, model, batch_size=500))
 
 
 def train_robustly(model: torch.nn.Module, train: TensorDataset, args: argparse.Namespace) -> None:
@@ -110,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    train, val, test = fashion_mnist(args)
+    train, val, test, _ = prepare_data(args, n_test=args.n_test)
     model = timm.create_model(args.model, pretrained=False, num_classes=10, in_chans=1)
     train_robustly(model, train, args)
     trained = accuracy(model, test)

@@ -65,7 +65,10 @@ def test_main_job_trains_corrects_and_writes_a_consistent_model(tmp_path, capsys
     reason="needs Debian's dataset-fashion-mnist (`make test` installs it)",
 )
 @pytest.mark.parametrize("method", ["mdyrh", "crust"])
-def test_robust_training_example_trains_in_the_trainer_then_saves_what_it_reports(method, tmp_path, capsys):
+def test_robust_training_example_trains_in_the_trainer_then_saves_what_it_reports(
+    method, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # as when the script runs: it imports the main job's data preparation
     example = load_example(EXAMPLES / "robust_training_then_sap.py")
     argv = [
         "--method", method, "--model", "test_resnet", "--n-train", "300", "--n-val", "100", "--n-test", "200",
@@ -81,7 +84,8 @@ def test_robust_training_example_trains_in_the_trainer_then_saves_what_it_report
     else:
         assert result["held_out_accuracy"]["best"] > result["held_out_accuracy"]["trained"]
     # The saved model is the one whose accuracy was reported.
-    _, _, test = example.fashion_mnist(example.parse_args(argv))
+    args = example.parse_args(argv)
+    _, _, test, _ = example.prepare_data(args, n_test=args.n_test)
     model = timm.create_model("test_resnet", pretrained=False, in_chans=1, num_classes=10)
     model.load_state_dict(load_file(tmp_path / "model.safetensors"))
     assert example.accuracy(model, test) == pytest.approx(result["test_accuracy_after_sap"], abs=1e-12)
