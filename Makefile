@@ -5,18 +5,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch and torchvision are pinned together: a torchvision build must match its torch exactly (timm imports it).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# Every package at the version the suite was last green with; `make test-latest` tries the newest instead.
+CONSTRAINTS ?= .ci/constraints.txt
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DEMO_ARGS ?=
 
-.PHONY: install data demo test test-all quality style typecheck clean
+.PHONY: install data demo test test-all test-latest quality style typecheck clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev]"
 	touch $@
 
 # Fashion-MNIST offline from Debian's dataset-fashion-mnist; without it the demo falls back to the Hub's copy.
@@ -37,6 +39,10 @@ demo: install data
 test: install data
 	$(BIN)/python -m pytest
 
+# The newest releases every requirement allows, in a venv of their own (.venv-latest), without the constraints.
+test-latest: data
+	$(MAKE) VENV=.venv-latest CONSTRAINTS= TORCH_PINS="$(TORCH_PINS)" test
+
 test-all: install data
 	$(BIN)/python -m pytest -m ""
 
@@ -50,4 +56,4 @@ style: install
 	$(BIN)/ruff format hf_verifix tests examples benchmarks
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

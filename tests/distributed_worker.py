@@ -19,6 +19,7 @@ from hf_verifix.selection import CurvatureSelector, ExpertSelector, RandomSelect
 
 
 def model() -> nn.Module:
+    """A float64 model: its activations then carry float64 round-off only, whatever the batch composition."""
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(1, 6, 3, padding=1),
@@ -29,12 +30,15 @@ def model() -> nn.Module:
         nn.AdaptiveAvgPool2d(2),
         nn.Flatten(),
         nn.Linear(32, 3),
-    )
+    ).double()
 
 
 def data(n: int, seed: int) -> TensorDataset:
     generator = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, 1, 9, 9, generator=generator), torch.randint(0, 3, (n,), generator=generator))
+    return TensorDataset(
+        torch.randn(n, 1, 9, 9, generator=generator, dtype=torch.float64),
+        torch.randint(0, 3, (n,), generator=generator),
+    )
 
 
 def main(output: str) -> None:
@@ -55,6 +59,7 @@ def main(output: str) -> None:
             "world": world,
             "state": {k: v.clone() for k, v in corrected.state_dict().items()},
             "projections": {n: p.weight(1e3) for n, p in corrector.projections.items()},
+            "originals": {n: w.clone() for n, w in corrector._original_weights.items()},
             "trusted": corrector.trusted_indices,
             "loss_scores": corrector.selection.scores,
             "rows": dict(corrector.layer_rows),

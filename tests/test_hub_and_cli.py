@@ -32,6 +32,7 @@ from hf_verifix.hub import HubError, LoadError, load_data, load_model, push_fold
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer
+from testing_utils import run_launched
 
 FAKE_TOKEN = "hf_FAKEtokenDoNotLeak0123456789abcdef"
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -734,14 +735,11 @@ def test_end_to_end_load_by_id_correct_push_and_reload_by_id(work, hub, tmp_path
 @pytest.mark.distributed
 def test_only_the_main_process_writes_under_accelerate_launch(work, tmp_path):
     output = tmp_path / "dist"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541",
+    arguments = [
         "-m", "hf_verifix.cli", "correct", "--model", str(work["timm"]), *_data_args(work),
         "--eval-split", "validation", "--n-trusted", "6", "--alphas", "10,1e4", "--output-dir", str(output),
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = run_launched(arguments)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "running on 2 processes" in done.stdout and done.stdout.count("saved the corrected model") == 1
     assert (output / "README.md").is_file() and (output / "model.safetensors").is_file()

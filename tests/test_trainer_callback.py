@@ -10,8 +10,6 @@ errors, and 2 CPU processes under ``accelerate launch`` against 1 process are co
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +20,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from testing_utils import launch_command, launch_env
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from transformers import (
@@ -453,26 +452,11 @@ def test_unusable_data_and_calls_raise_clear_errors(tmp_path):
 WORKER = Path(__file__).with_name("trainer_worker.py")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return port if port != 29517 else free_port()  # 29517 belongs to tests/test_distributed.py
-
-
 def start_worker(output: Path, processes: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if processes == 1:
-        command = [sys.executable, str(WORKER), str(output)]
-    else:
-        # `--cpu` would silently run ONE process; this starts two real gloo processes (see ENVIRONMENT notes).
-        env["ACCELERATE_USE_CPU"] = "1"
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(free_port()), str(WORKER), str(output),
-        ]  # fmt: skip
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, str(WORKER), str(output)]
+    if processes > 1:
+        command = launch_command(command[1:], processes)
+    return subprocess.Popen(command, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def wait(worker: subprocess.Popen[str]) -> None:

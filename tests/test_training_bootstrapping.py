@@ -13,9 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
+from testing_utils import run_launched
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset, TensorDataset
 from transformers import (
@@ -648,22 +646,9 @@ def worker(output: str) -> None:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_two_processes_fit_the_same_mixture_as_one(tmp_path):
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), __file__, str(tmp_path),
-    ]  # fmt: skip
-    # `--cpu` would silently run ONE process; ACCELERATE_USE_CPU with --multi_gpu starts two gloo processes.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    done = run_launched([__file__, str(tmp_path)], timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     load = lambda path: torch.load(path, weights_only=False)  # noqa: E731 - files this test just wrote
     rank0, rank1 = load(tmp_path / "rank0.pt"), load(tmp_path / "rank1.pt")

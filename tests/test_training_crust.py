@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -26,6 +24,7 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
+from testing_utils import launch_command, launch_env
 from torch import nn
 from torch.utils.data import IterableDataset, TensorDataset
 from transformers import (
@@ -570,21 +569,10 @@ def distributed_run(output: Path) -> None:
     torch.save({"world": world, "record": trainer.crust_history[0], "seen": seen}, output / f"rank{rank}.pt")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_two_processes_select_the_same_coreset_as_one_and_split_its_items(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), __file__, str(tmp_path),
-    ]  # fmt: skip
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = launch_command([__file__, str(tmp_path)])
+    worker = subprocess.Popen(command, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     (tmp_path / "one").mkdir()
     distributed_run(tmp_path / "one")  # meanwhile, the same run in this process
     try:

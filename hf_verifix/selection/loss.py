@@ -53,7 +53,9 @@ def checked_logits(model: nn.Module, inputs: torch.Tensor, batch: Batch) -> torc
         >>> checked_logits(nn.Linear(3, 2), batch.inputs, batch).shape
         torch.Size([2, 2])
     """
-    logits = logits_of(_forward(model, inputs, batch.indices)).float()
+    logits = logits_of(_forward(model, inputs, batch.indices))
+    # Half-precision logits are widened for the loss; float64 ones keep their precision (curvature needs it).
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if logits.dim() != 2 or logits.shape[0] != batch.labels.shape[0]:
         raise DataError(
             f"the model returned logits of shape {tuple(logits.shape)} for a batch of {batch.labels.shape[0]} "
