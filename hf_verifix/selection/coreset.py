@@ -98,13 +98,13 @@ def gradient_proxies(
                 error[torch.arange(size), batch.labels.to(error.device)] -= 1.0
                 if errors is None:
                     errors = torch.zeros(n, num_classes, dtype=torch.float32)
-                errors[batch.indices] = error.cpu()
+                errors[batch.indices] = error.cpu().float()  # float32 proxies, whatever the model's dtype
                 labels[batch.indices] = batch.labels
                 if tracker is not None:
                     h = _penultimate(tracker, model, logits)
                     if features is None:
                         features = torch.zeros(n, h.shape[1], dtype=torch.float32)
-                    features[batch.indices] = h
+                    features[batch.indices] = h.float()
     finally:
         if tracker is not None:
             tracker.remove()
