@@ -15,7 +15,7 @@ from ..models.forward import model_input_channels
 if TYPE_CHECKING:
     import datasets
 
-__all__ = ["default_image_transform", "grayscale_image_dataset", "image_to_tensor"]
+__all__ = ["default_image_transform", "float_image", "grayscale_image_dataset", "image_to_tensor"]
 
 Transform = Callable[[Any], torch.Tensor]
 
@@ -100,30 +100,172 @@ def _transformed(output: Any) -> torch.Tensor:
     return output
 
 
+# High-bit-depth grayscale PIL modes, read as float: "F" as stored, 16-bit integers scaled by 1/65535.
+_FLOAT_MODES = ("F", "I", "I;16", "I;16L", "I;16B", "I;16N")
+_UINT16_MAX = 65535
+# Channel counts an image array may plausibly carry (gray, RGB, RGBA), besides the model's own.
+_CHANNEL_COUNTS = (1, 3, 4)
+
+
+def float_image(image: Any) -> Any:
+    """Return a high-bit-depth grayscale PIL image as a mode ``"F"`` image on a documented scale.
+
+    ``"F"`` (float32) keeps its values as they are (like ``torchvision.transforms.ToTensor``, so expected on the
+    0-1 scale); ``"I;16"`` (16-bit, e.g. a 16-bit PNG) is divided by 65535, and so is ``"I"`` (int32: older Pillow
+    opens 16-bit PNGs this way) when its values lie in the 16-bit range [0, 65535]; other ``"I"`` images are
+    refused, as their range is unknown. Other modes are returned unchanged.
+
+    Raises:
+        DataError: A mode ``"I"`` image with values outside [0, 65535].
+
+    Example:
+        >>> from PIL import Image
+        >>> float_image(Image.fromarray(np.array([[0, 65535]], dtype=np.uint16))).getextrema()
+        (0.0, 1.0)
+    """
+    if image.mode not in _FLOAT_MODES or image.mode == "F":
+        return image
+    array = np.asarray(image)
+    if image.mode == "I":
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > _UINT16_MAX:
+            raise DataError(
+                f"got a mode 'I' (32-bit integer) image with values from {low} to {high}, outside the 16-bit range "
+                f"[0, {_UINT16_MAX}] that is scaled by 1/{_UINT16_MAX}; its scale is unknown, so convert it "
+                "yourself: a mode 'F' image on the 0-1 scale, e.g. Image.fromarray((np.asarray(image) / "
+                "full_scale).astype(np.float32)), or pass transform= that reads it"
+            )
+    from PIL import Image
+
+    return Image.fromarray(array.astype(np.float32) / np.float32(_UINT16_MAX))
+
+
+def _converted_image(image: Any, channels: int | None, for_transform: bool) -> Any:
+    """``image`` in a mode a transform (or :func:`_pil_tensor`) reads at the right scale, for ``channels``.
+
+    1/L/LA/P/RGB/RGBA/CMYK/YCbCr become ``"L"`` or ``"RGB"`` by PIL's own conversion for a 1- or 3-channel model;
+    a palette image without a known channel count is expanded through its palette (its indices are no colours).
+    """
+    if image.width == 0 or image.height == 0:
+        raise DataError(f"got an empty image (size {image.size}); every sample needs its pixels")
+    if image.mode in _FLOAT_MODES:
+        image = float_image(image)
+        if for_transform and channels == 3:
+            # PIL has no float RGB: a 3-channel model's transform gets the 0-1 values as 8-bit RGB (F: clipped).
+            from PIL import Image
+
+            eight_bit = np.clip(np.round(np.asarray(image, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
+            return Image.fromarray(eight_bit).convert("RGB")
+        return image
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    target = {1: "L", 3: "RGB"}.get(channels or 0)
+    return image.convert(target) if target is not None and image.mode != target else image
+
+
+def _pil_tensor(image: Any) -> torch.Tensor:
+    """A CHW float tensor of a PIL image: 8-bit bands / 255, mode "1" as 0/1, float modes as :func:`float_image`."""
+    if image.mode == "F":
+        array = np.array(image, dtype=np.float32)
+    elif image.mode == "1":
+        array = np.asarray(image).astype(np.float32)
+    else:
+        array = np.asarray(image, dtype=np.float32) / np.float32(255)
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+
+
+def _channels_first(tensor: torch.Tensor, channels: int | None, integer: bool) -> torch.Tensor:
+    """A 2-D (H, W) or 3-D (C, H, W) / (H, W, C) image as (C, H, W); 1-D feature vectors unchanged.
+
+    A 3-D image is HWC when only its last size is a plausible channel count (1, 3, 4 or the model's), CHW when
+    only its first is. When both are, the reading whose channel count is the model's wins; failing that, float
+    arrays (preprocessed ``pixel_values``, which image processors lay out CHW) are CHW and integer ones are refused.
+    """
+    if tensor.dim() <= 1:
+        return tensor
+    if tensor.dim() == 2:
+        return tensor[None]
+    if tensor.dim() != 3:
+        if channels is None:
+            return tensor  # a model without Conv2d: any input shape may be what it takes
+        raise DataError(
+            f"expected one image of shape (height, width), (channels, height, width) or (height, width, channels), "
+            f"got shape {tuple(tensor.shape)}; squeeze the extra dimensions (e.g. x[0] for a batch of one) or pass "
+            "transform= that returns one (channels, height, width) image"
+        )
+    plausible = (*_CHANNEL_COUNTS, channels) if channels is not None else _CHANNEL_COUNTS
+    first, last = tensor.shape[0], tensor.shape[-1]
+    if first in plausible and last in plausible:
+        if channels is not None and (first == channels) != (last == channels):
+            return tensor.permute(2, 0, 1) if last == channels else tensor
+        if integer:
+            raise DataError(
+                f"cannot tell the layout of an image of shape {tuple(tensor.shape)}: it reads as {first} channels "
+                f"of {tuple(tensor.shape[1:])} (CHW) or as {last} channels of {tuple(tensor.shape[:2])} (HWC)"
+                f"{f' for a model taking {channels} channels' if channels is not None else ''}; pass PIL images or "
+                "CHW float tensors, or transform= that returns a (channels, height, width) tensor"
+            )
+        return tensor
+    return tensor.permute(2, 0, 1) if last in plausible else tensor
+
+
+def _with_channels(tensor: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """A CHW image with ``channels`` channels: gray repeated, RGB averaged, alpha dropped; others refused."""
+    if channels is None or tensor.dim() != 3 or tensor.shape[0] == channels:
+        return tensor
+    have = tensor.shape[0]
+    if have == 1:
+        return tensor.expand(channels, *tensor.shape[1:])
+    if channels == 1 and have in (2, 3, 4):
+        return tensor[: 1 if have == 2 else 3].mean(dim=0, keepdim=True)  # LA: drop alpha; RGB(A): average
+    if channels == 3 and have == 4:
+        return tensor[:3]  # RGBA: drop the alpha channel
+    raise DataError(
+        f"got an image of {have} channels (shape {tuple(tensor.shape)}) for a model whose first Conv2d takes "
+        f"{channels}; convert the images to {channels} channels first, or pass transform= that does"
+    )
+
+
 def image_to_tensor(image: Any, transform: Transform | None, channels: int | None) -> torch.Tensor:
     """Return a float CHW tensor for a PIL image, an HWC/CHW array or a tensor, converted to ``channels``.
 
+    PIL images are read by mode: 8-bit modes (L, LA, P through its palette, RGB, RGBA, CMYK, YCbCr) as values /
+    255 and "1" as 0/1, like ``torchvision.transforms.ToTensor``; float and 16-bit modes by :func:`float_image`
+    ("F" as stored, "I;16" / 65535). For a 1- or 3-channel model PIL converts them to "L"/"RGB" first; a float
+    image meant for a 3-channel model's transform goes to it as 8-bit RGB. Arrays and tensors are laid out by
+    shape (see :func:`_channels_first`: ambiguous integer layouts such as (3, 8, 3) are refused); uint8 values are
+    divided by 255, other numbers kept.
+
     ``transform`` may return a tensor or array, or be a transformers image processor (its ``pixel_values`` for
     the one image is used).
+
+    Raises:
+        DataError: An empty image, a non-numeric array, an ambiguous layout, a channel count that cannot be
+            converted, a mode "I" image outside the 16-bit range.
 
     Example:
         >>> from PIL import Image
         >>> image_to_tensor(Image.new("L", (8, 8)), None, channels=3).shape
         torch.Size([3, 8, 8])
+        >>> image_to_tensor(np.zeros((4, 8, 3), np.uint8), None, channels=3).shape  # HWC: 3 channels of 4x8
+        torch.Size([3, 4, 8])
     """
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        mode = {1: "L", 3: "RGB"}.get(channels or 0)
-        if mode is not None and image.mode != mode:
-            image = image.convert(mode)
+        image = _converted_image(image, channels, for_transform=transform is not None)
         if transform is not None:
             return _transformed(transform(image))
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array)
-        return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+        return _with_channels(_pil_tensor(image), channels)
     if isinstance(image, (np.ndarray, list)):
-        array = np.array(image)  # a copy: arrays from datasets may be read-only
+        try:
+            array = np.array(image)  # a copy: arrays from datasets may be read-only
+        except ValueError as err:  # NumPy refuses ragged nested lists
+            raise DataError(
+                f"cannot turn a nested list of rows of different lengths into an image tensor ({err}); every row "
+                "of an image must have the same length: pad or resize the images to one shape first"
+            ) from err
         if array.dtype.kind not in "biuf":
             raise DataError(f"cannot turn an array of dtype {array.dtype} into an image tensor; expected numbers")
         image = torch.from_numpy(array)
@@ -132,20 +274,12 @@ def image_to_tensor(image: Any, transform: Transform | None, channels: int | Non
             f"cannot turn an image of type {type(image).__name__} into a tensor; expected a PIL image, "
             "a numpy array or a tensor"
         )
+    if image.is_complex():
+        raise DataError(f"cannot turn a {image.dtype} tensor into an image tensor; expected real numbers")
     if image.numel() == 0:
         raise DataError(f"got an empty image (shape {tuple(image.shape)}); every sample needs its pixels")
     tensor = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-    if tensor.dim() == 2:
-        tensor = tensor[None]
-    elif tensor.dim() == 3 and tensor.shape[-1] in (1, 3, 4) and tensor.shape[0] not in (1, 3, 4):
-        tensor = tensor.permute(2, 0, 1)
-    if channels is not None and tensor.dim() == 3 and tensor.shape[0] != channels:
-        if tensor.shape[0] == 1:
-            tensor = tensor.expand(channels, *tensor.shape[1:])
-        elif channels == 1 and tensor.shape[0] == 3:
-            tensor = tensor.mean(dim=0, keepdim=True)
-        elif channels == 3 and tensor.shape[0] == 4:
-            tensor = tensor[:3]  # RGBA: drop the alpha channel
+    tensor = _with_channels(_channels_first(tensor, channels, not image.is_floating_point()), channels)
     if transform is not None:
         return _transformed(transform(tensor))
     return tensor

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..distributed import is_main_process, shard
 from ..errors import DataError
-from ..models.forward import model_input_channels
+from ..models.forward import as_model_dtype, model_dtype, model_input_channels
 from .images import Transform, default_image_transform, image_to_tensor
 
 __all__ = ["Batch", "SampleSource", "as_source", "model_class_names", "split_batch"]
@@ -53,13 +53,28 @@ def is_iterable_dataset(data: Any) -> bool:
     )
 
 
+def _is_class_id(value: Any) -> bool:
+    """Whether ``value`` is an integer class id (Python, NumPy or torch integer; not a bool, float or None)."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        return False
+    return isinstance(value, int) or hasattr(value, "__index__")
+
+
 def _as_label_tensor(labels: Any) -> torch.Tensor:
     if isinstance(labels, torch.Tensor):
         tensor = labels
     else:
         values = list(labels) if not isinstance(labels, (int, float)) else [labels]
-        bad = next((v for v in values if not isinstance(v, (int,)) and not hasattr(v, "__index__")), None)
-        if bad is not None:
+        position = next((i for i, v in enumerate(values) if not _is_class_id(v)), None)
+        if position is not None and values[position] is None:
+            missing = [i for i, v in enumerate(values) if v is None]
+            raise DataError(
+                f"{len(missing)} label(s) are missing (None), at samples {missing[:5]}"
+                f"{' ...' if len(missing) > 5 else ''}; every sample needs an integer class id: label those samples "
+                "or drop them first, e.g. dataset = dataset.filter(lambda row: row['label'] is not None)"
+            )
+        if position is not None:
+            bad = values[position]
             raise DataError(
                 f"labels must be integer class ids, got {type(bad).__name__} {bad!r}; map class names to ids first "
                 "(e.g. dataset.class_encode_column('label'))"
@@ -98,6 +113,40 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x, _as_label_tensor(y)
 
 
+class _ShapeCheckedCollate:
+    """A collate function whose samples of different shapes raise a DataError naming the shapes and the fix.
+
+    A class, not a closure, so that DataLoader worker processes can pickle it.
+    """
+
+    def __init__(self, collate_fn: Callable[[list[Any]], Any]) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples: list[Any]) -> Any:
+        try:
+            return self.collate_fn(samples)
+        except RuntimeError as err:
+            if "equal size" not in str(err):
+                raise
+            shapes = [tuple(x.shape) for x in (_sample_input(sample) for sample in samples) if hasattr(x, "shape")]
+            seen = list(dict.fromkeys(shapes))
+            raise DataError(
+                f"the inputs of one batch have {len(seen)} different shapes ({', '.join(map(str, seen[:4]))}), so "
+                f"they cannot be stacked: {err}. The model takes one input size: pass transform= that resizes "
+                "every image to it (e.g. torchvision.transforms.Compose([Resize((224, 224)), ToTensor()]), or the "
+                "model's image processor), or resize the images in the dataset first"
+            ) from err
+
+
+def _sample_input(sample: Any) -> Any:
+    """The input of one dataset sample: the first item of a pair, or the image entry of a dict."""
+    if isinstance(sample, Mapping):
+        return next((sample[k] for k in _IMAGE_COLUMNS if k in sample), None)
+    if isinstance(sample, (tuple, list)) and sample:
+        return sample[0]
+    return sample
+
+
 class _HFImageDataset(Dataset):
     """A ``datasets.Dataset`` seen as a torch dataset of ``(image tensor, label)``."""
 
@@ -129,7 +178,7 @@ class _HFImageDataset(Dataset):
         lists one by one (about 1-3 ms a row); its meaning is kept: integers are widened to int64, so stored pixels
         0-255 reach the model (or the ``transform``) as 0-255, never rescaled.
         """
-        rows = self.dataset[[int(index) for index in indices]]
+        rows = self._rows([int(index) for index in indices])
         if self.is_image:
             images, labels = rows[self.image_column], rows[self.label_column]
         else:
@@ -139,6 +188,27 @@ class _HFImageDataset(Dataset):
             (image_to_tensor(image, self.transform, self.channels), label)
             for image, label in zip(images, labels, strict=True)
         ]
+
+    def _rows(self, indices: list[int]) -> Any:
+        """The stored rows at ``indices``; an image that cannot be decoded raises a DataError naming its sample."""
+        try:
+            return self.dataset[indices]
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError (an OSError), truncated
+            if not self.is_image or isinstance(err, DataError):
+                raise
+            sample, error = indices[0], err
+            for index in indices:  # find the first sample that fails on its own
+                try:
+                    self.dataset[index]
+                except (OSError, SyntaxError, ValueError) as one:
+                    sample, error = index, one
+                    break
+            raise DataError(
+                f"cannot decode the image of sample {sample} in column {self.image_column!r}: "
+                f"{type(error).__name__}: {error}; its stored bytes are not a readable image (corrupt or truncated "
+                f"file). Replace it, or drop it first: dataset = dataset.select(i for i in range(len(dataset)) if "
+                f"i != {sample})"
+            ) from error
 
 
 def _widened(row: Any) -> Any:
@@ -286,6 +356,7 @@ class SampleSource:
         num_workers: int = 0,
         labels: torch.Tensor | None = None,
         num_classes: int | None = None,
+        input_dtype: torch.dtype | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -293,6 +364,7 @@ class SampleSource:
         self.num_workers = num_workers
         self.labels = labels
         self.num_classes = num_classes
+        self.input_dtype = input_dtype
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -309,6 +381,9 @@ class SampleSource:
         Under several processes each one gets its exact shard (``indices[rank::world_size]``: no sample twice,
         none padded in) unless ``sharded=False``; callers combine per-sample results with
         :func:`hf_verifix.distributed.sum_across_processes`. Progress bars show on the main process only.
+        Floating-point inputs come in ``input_dtype`` when it is set (:func:`as_source` sets the model's dtype, so
+        a float32 dataset feeds a float16, bfloat16 or float64 model); inputs of different shapes in one batch
+        raise a DataError naming them.
 
         Example:
             >>> source = SampleSource(TensorDataset(torch.arange(3.0)[:, None], torch.tensor([0, 1, 1])))
@@ -324,7 +399,7 @@ class SampleSource:
             subset,
             batch_size=self.batch_size,
             shuffle=False,
-            collate_fn=self.collate_fn,
+            collate_fn=_ShapeCheckedCollate(self.collate_fn),
             num_workers=self.num_workers,
         )
         start = 0
@@ -332,7 +407,7 @@ class SampleSource:
             inputs, labels = split_batch(raw)
             if inputs.shape[0] != labels.shape[0]:
                 raise DataError(f"a batch has {inputs.shape[0]} inputs but {labels.shape[0]} labels")
-            yield Batch(inputs, labels, order[start : start + labels.shape[0]])
+            yield Batch(as_model_dtype(inputs, self.input_dtype), labels, order[start : start + labels.shape[0]])
             start += labels.shape[0]
 
 
@@ -351,11 +426,12 @@ def as_source(
     ``Image`` column go through ``transform`` or the model's own preprocessing (:func:`default_image_transform`),
     an already preprocessed array column (``pixel_values``) only through an explicit ``transform``. A DataLoader
     over a ``datasets.Dataset`` with its own ``collate_fn`` is used as it is: its collate_fn gets the dataset's
-    rows and must return ``(inputs, labels)`` or a dict with ``pixel_values`` and ``labels``.
+    rows and must return ``(inputs, labels)`` or a dict with ``pixel_values`` and ``labels``. Floating-point
+    inputs are fed in the model's own dtype (:func:`~hf_verifix.models.forward.model_dtype`).
 
     Raises:
         DataError: Empty data, missing columns, a shuffled, iterable or unbatched (``batch_size=None``)
-            DataLoader, non-integer labels.
+            DataLoader, non-integer or missing (None) labels.
 
     Example:
         >>> model = nn.Linear(2, 2)
@@ -424,4 +500,4 @@ def as_source(
         )
     if len(data) == 0:
         raise DataError("the dataset is empty; pass at least one labelled sample")
-    return SampleSource(data, batch_size, collate_fn, num_workers, labels, num_classes)
+    return SampleSource(data, batch_size, collate_fn, num_workers, labels, num_classes, model_dtype(model))
