@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import tempfile
@@ -106,8 +107,8 @@ def _positive_int(text: str) -> int:
 def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"n\": 10}}', got {text!r}") from err
+    except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested too deeply to parse
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"n\": 10}}', got {text[:80]!r}") from err
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"n\": 10}}', got {text!r}")
     return value
@@ -316,6 +317,61 @@ def _warn(message: str) -> None:
         print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 
 
+def _check_device(requested: str | None) -> None:
+    """Refuse, before loading anything, a --device torch does not know or this machine does not have."""
+    if not requested:
+        return
+    import torch
+
+    from .config import available_devices, unavailable_device
+
+    try:
+        torch.device(requested)
+    except (RuntimeError, ValueError) as err:
+        raise _UsageError(
+            f"--device {requested!r} is not a torch device ({err}); available devices: "
+            f"{', '.join(available_devices())} (or omit --device: cuda when available, else cpu)"
+        ) from err
+    if unavailable_device(requested) is not None:
+        raise _UsageError(
+            f"--device {requested!r} is not available on this machine; available devices: "
+            f"{', '.join(available_devices())}. Pass one of them, or omit --device (cuda when available, else cpu)"
+        )
+
+
+def _check_selector_kwargs(name: str, kwargs: dict[str, Any] | None) -> None:
+    """Refuse, before loading anything, --selector-kwargs that the selector's constructor does not accept or rejects.
+
+    The accepted keywords are read from the registered selector's signature, so the message lists them.
+    """
+    import inspect
+
+    from .selection import get_selector
+    from .selection.base import _REGISTRY
+
+    signature = inspect.signature(_REGISTRY[name])
+    keywords = [
+        p.name + (" (required)" if p.default is p.empty else "")
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    accepted = f"accepts {', '.join(keywords)}" if keywords else "accepts no keyword arguments"
+    given = json.dumps(kwargs or {}, sort_keys=True)
+    try:
+        signature.bind(**(kwargs or {}))
+    except TypeError as err:
+        raise _UsageError(
+            f"--selector-kwargs {given} does not fit the {name!r} selector ({err}): it {accepted}; fix or drop "
+            "--selector-kwargs"
+        ) from err
+    try:
+        get_selector(name, **(kwargs or {}))
+    except (TypeError, ValueError) as err:  # ConfigError and DataError are ValueErrors
+        raise _UsageError(
+            f"--selector-kwargs {given}: the {name!r} selector rejects them ({err}); it {accepted}"
+        ) from err
+
+
 def _device(requested: str | None) -> Any:
     import torch
 
@@ -432,7 +488,7 @@ def _read_trusted(path: str, data: Any) -> list[int]:
         else:
             rows = [line.split(",")[0] for line in text.splitlines() if line.strip()]
         indices = [int(r) for r in rows]
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError, RecursionError) as err:
         raise DataError(
             f"cannot read trusted row indices from {path!r} ({type(err).__name__}: {err}); expected `select` output "
             "(.json with 'indices', .csv with an 'index' column) or one integer per line"
@@ -476,20 +532,27 @@ def _format_alpha(alpha: float | None) -> str:
 
 
 def _reproduce_command(args: argparse.Namespace, loaded: Any, train: Any, alphas: list[float] | None) -> str:
+    """The ``hf-verifix correct`` command of this run, for the card: local paths by their base names (run it from
+    the folder holding the model and data), Hub IDs as given, no secrets."""
     from .hub import scrub_secrets
+    from .model_card import shareable_name
 
-    parts = [PROG, "correct", "--model", args.model]
+    def local(path: str) -> str:
+        return shareable_name(path, is_hub=False)
+
+    model = args.model if loaded.repo_id is not None else shareable_name(args.model, False, "./model")
+    parts = [PROG, "correct", "--model", model]
     if loaded.revision:
         parts += ["--revision", loaded.revision]
     if args.architecture:
         parts += ["--architecture", args.architecture]
     if args.trust_remote_code:
         parts.append("--trust-remote-code")
-    parts += ["--dataset", args.dataset, "--split", args.split]
+    parts += ["--dataset", shareable_name(args.dataset, train.is_hub, "./data"), "--split", args.split]
     if args.eval_split:
         parts += ["--eval-split", args.eval_split]
     if args.eval_noisy_labels:
-        parts += ["--eval-noisy-labels", args.eval_noisy_labels]
+        parts += ["--eval-noisy-labels", local(args.eval_noisy_labels)]
     parts += ["--image-column", train.image_column]
     label = train.reference_column if train.reference_column else train.label_column
     if label and (train.reference_column or not (args.noisy_labels or args.noisy_label_column)):
@@ -497,13 +560,13 @@ def _reproduce_command(args: argparse.Namespace, loaded: Any, train: Any, alphas
     if args.align_labels:
         parts.append("--align-labels")
     if args.noisy_labels:
-        parts += ["--noisy-labels", args.noisy_labels]
+        parts += ["--noisy-labels", local(args.noisy_labels)]
     if args.noisy_label_column:
         parts += ["--noisy-label-column", args.noisy_label_column]
     if args.limit:
         parts += ["--limit", str(args.limit)]
     if args.trusted:
-        parts += ["--trusted", args.trusted]
+        parts += ["--trusted", local(args.trusted)]
     else:
         parts += ["--selector", args.selector]
         if args.selector_kwargs:
@@ -523,7 +586,8 @@ def _reproduce_command(args: argparse.Namespace, loaded: Any, train: Any, alphas
         parts += ["--exclude-modules", *args.exclude_modules]
     if args.on_uncorrectable != "error":
         parts += ["--on-uncorrectable", args.on_uncorrectable]
-    parts += ["--batch-size", str(args.batch_size), "--seed", str(args.seed), "--output-dir", str(args.output_dir)]
+    output = shareable_name(str(args.output_dir), False, "./output")
+    parts += ["--batch-size", str(args.batch_size), "--seed", str(args.seed), "--output-dir", output]
     return scrub_secrets(shlex.join(parts))
 
 
@@ -562,9 +626,91 @@ def _check_repo_before_work(repo_id: str, overwrite: bool) -> None:
         )
 
 
+def _correction_config(
+    args: argparse.Namespace, image_column: str | None = None, label_column: str | None = None
+) -> Any:
+    """The CorrectionConfig of the options; a value it rejects is a usage error naming the flag."""
+    from . import CorrectionConfig
+    from .errors import ConfigError
+
+    try:
+        return _build_config(CorrectionConfig, args, image_column, label_column)
+    except ConfigError as err:
+        field = re.match(r"(?:every )?(\w+)", str(err))
+        flag = _CONFIG_FLAGS.get(field[1] if field else "")
+        raise _UsageError(f"{flag}: {err}" if flag else str(err)) from err
+
+
+# The CorrectionConfig field each option sets, so the library's messages (which name fields) name the flag too.
+_CONFIG_FLAGS = {
+    "alpha": "--alpha",
+    "alpha_grid": "--alphas",
+    "n_trusted": "--n-trusted",
+    "selector": "--selector",
+    "selector_kwargs": "--selector-kwargs",
+    "target_modules": "--target-modules",
+    "exclude_modules": "--exclude-modules",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "image_column": "--image-column",
+    "label_column": "--label-column",
+}
+
+
+def _build_config(
+    config_class: Any, args: argparse.Namespace, image_column: str | None, label_column: str | None
+) -> Any:
+    return config_class(
+        n_trusted=args.n_trusted,
+        selector=args.selector,
+        selector_kwargs=args.selector_kwargs,
+        per_class=args.per_class,
+        target_modules=args.target_modules,
+        exclude_modules=args.exclude_modules,
+        on_uncorrectable=args.on_uncorrectable,
+        recalibrate_batchnorm=args.recalibrate_batchnorm,
+        batch_size=args.batch_size,
+        image_column=image_column,
+        label_column=label_column,
+        seed=args.seed,
+        progress=not args.no_progress,
+        **({"alpha": args.alpha} if args.alpha else {}),
+    )
+
+
+def _check_output_dir(output: Path) -> None:
+    """Refuse at once an --output-dir that is a file, or lies inside one: the save at the end could not create it."""
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(
+            f"--output-dir {str(output)!r} is a file, not a folder; choose another --output-dir (or move the file "
+            "away). Checked before correcting, so nothing was computed"
+        )
+    blocking = next((p for p in output.absolute().parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(
+            f"--output-dir {str(output)!r} cannot be created: {str(blocking)!r} is a file, not a folder; choose "
+            "another --output-dir. Checked before correcting, so nothing was computed"
+        )
+
+
+def _check_output_file(path: Path, example: str) -> None:
+    """Refuse at once an --output that is a folder: the result could not be written there at the end."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"--output {str(path)!r} is a folder; pass a file path inside it such as "
+            f"{str(path / example)!r}. Checked before loading, so nothing was computed"
+        )
+    blocking = next((p for p in path.absolute().parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(
+            f"--output {str(path)!r} cannot be written: {str(blocking)!r} is a file, not a folder; pass another "
+            "--output path"
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------- commands
 def _cmd_correct(args: argparse.Namespace) -> int:
-    from . import CorrectionConfig, ProjectionCorrector
+    from . import ProjectionCorrector
     from .hub import _protected_files, is_repo_id
     from .metrics import source_accuracy
 
@@ -577,8 +723,12 @@ def _cmd_correct(args: argparse.Namespace) -> int:
         raise _UsageError(f"--push-to-hub expects a repo ID such as me/model-sap, got {args.push_to_hub!r}")
     if args.trusted and (args.selector_kwargs or args.per_class):
         raise _UsageError("--trusted gives the trusted set itself; drop --selector-kwargs / --per-class")
+    _check_selector_kwargs(args.selector, args.selector_kwargs)
+    _check_device(args.device)
+    _correction_config(args)  # every option value the configuration rejects is refused before any loading
     args.output_dir = str(args.output_dir or _default_output_dir(args.model))
     output = Path(args.output_dir)
+    _check_output_dir(output)
     existing = _protected_files(output) if output.is_dir() else []
     if existing and not args.overwrite:
         raise FileExistsError(
@@ -626,22 +776,7 @@ def _cmd_correct(args: argparse.Namespace) -> int:
             )
             evaluation.dataset = kept.rename_columns(renames)
 
-    config = CorrectionConfig(
-        n_trusted=args.n_trusted,
-        selector=args.selector,
-        selector_kwargs=args.selector_kwargs,
-        per_class=args.per_class,
-        target_modules=args.target_modules,
-        exclude_modules=args.exclude_modules,
-        on_uncorrectable=args.on_uncorrectable,
-        recalibrate_batchnorm=args.recalibrate_batchnorm,
-        batch_size=args.batch_size,
-        image_column=train.image_column,
-        label_column=train.label_column,
-        seed=args.seed,
-        progress=progress,
-        **({"alpha": args.alpha} if args.alpha else {}),
-    )
+    config = _correction_config(args, train.image_column, train.label_column)
     trusted = _read_trusted(args.trusted, train) if args.trusted else None
     corrector = ProjectionCorrector(loaded.model, config)
     _run_quietly(corrector.fit, train.dataset, trusted_indices=trusted, transform=loaded.transform)
@@ -699,15 +834,15 @@ def _save_and_push(
 ) -> None:
     """Main process: write the corrected model, its card (embedding the report's figures) and push it if asked."""
     from .hub import push_folder, save_corrected
-    from .model_card import CardInfo
+    from .model_card import CardInfo, shareable_name
 
     card = CardInfo(
         model_name=(args.push_to_hub or output.resolve().name).split("/")[-1],
-        base_model=loaded.repo_id or args.model,
+        base_model=loaded.repo_id or shareable_name(args.model, is_hub=False),
         base_model_is_hub=loaded.repo_id is not None,
         base_model_revision=loaded.revision,
         library_name=loaded.library,
-        dataset=train.source,
+        dataset=shareable_name(train.source, train.is_hub, "./data"),
         dataset_is_hub=train.is_hub,
         train_split=args.split,
         eval_split=args.eval_split,
@@ -755,6 +890,9 @@ def _save_and_push(
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import source_accuracy
 
+    _check_device(args.device)
+    if args.output:
+        _check_output_file(Path(args.output), "scores.json")
     loaded = _load_model(args)
     data = _load_split(args, args.split, training=False)
     _align_labels(loaded, data, args)
@@ -778,18 +916,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # never leave the temporary file behind (e.g. path is a folder, or Ctrl-C)
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
     from .selection import get_selector
 
     _check_selector(args.selector)
+    _check_selector_kwargs(args.selector, args.selector_kwargs)
+    _check_device(args.device)
     output = Path(args.output)
     if output.suffix not in (".json", ".csv"):
         raise _UsageError(f"--output must end in .json or .csv, got {args.output!r}")
+    _check_output_file(output, "trusted.json")
     loaded = _load_model(args)
     data = _load_split(args, args.split, training=True)
     _align_labels(loaded, data, args)
@@ -946,8 +1091,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    from .staging import terminate_as_exit
+
     try:
-        return int(args.handler(args))
+        with terminate_as_exit():  # SIGTERM unwinds like Ctrl-C (temporary folders removed), exit status 143
+            return int(args.handler(args))
     except _UsageError as err:
         print(f"{PROG} {args.command}: error: {scrub_secrets(str(err))}", file=sys.stderr, flush=True)
         return 2

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError, describe_value
 
-__all__ = ["CONFIG_NAME", "CorrectionConfig"]
+__all__ = ["CONFIG_NAME", "CorrectionConfig", "available_devices", "unavailable_device"]
 
 CONFIG_NAME = "correction_config.json"
 
@@ -230,6 +230,11 @@ class CorrectionConfig:
                 f"{str(source)!r} is not a valid UTF-8 JSON file ({err}); was it written by CorrectionConfig.save? "
                 "Fix or delete it"
             ) from err
+        except RecursionError as err:  # json recurses once per nesting level: a hostile file exhausts the stack
+            raise ConfigError(
+                f"{str(source)!r} nests JSON arrays/objects too deeply to be read (a correction config is one flat "
+                "object of field values); was it written by CorrectionConfig.save? Fix or delete it"
+            ) from err
         try:
             return cls.from_dict(data)
         except ConfigError as err:
@@ -322,8 +327,55 @@ def _valid_patterns(value: Any, name: str) -> list[str] | None:
     return list(value)
 
 
+def available_devices() -> list[str]:
+    """The torch devices this machine can compute on: ``"cpu"``, then each GPU (``"cuda:0"``...), MPS or XPU.
+
+    Example:
+        >>> available_devices()[0]
+        'cpu'
+    """
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        devices += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return devices
+
+
+def unavailable_device(device: str) -> str | None:
+    """Why ``device`` (a string ``torch.device`` accepts) cannot be computed on here, or None when it can.
+
+    ``"cuda"`` (no index) is available when any GPU is; ``"meta"`` holds no data, so it is never available.
+
+    Example:
+        >>> unavailable_device("cpu") is None
+        True
+        >>> unavailable_device("meta")
+        "'meta' is not available on this machine (available: ['cpu'...])"
+    """
+    import torch
+
+    parsed = torch.device(device)
+    available = available_devices()
+    index = 0 if parsed.index is None else parsed.index
+    name = parsed.type if parsed.type in ("cpu", "mps") else f"{parsed.type}:{index}"
+    if name in available:
+        return None
+    return f"{device!r} is not available on this machine (available: {available})"
+
+
 def _valid_device(value: Any) -> str | None:
-    """``value`` if it is None or a string ``torch.device`` accepts (``"cpu"``, ``"cuda:0"``), else a ConfigError."""
+    """``value`` if it is None or a string ``torch.device`` accepts (``"cpu"``, ``"cuda:0"``), else a ConfigError.
+
+    Whether this machine has that device is checked by ``ProjectionCorrector.fit`` before any data is read (not
+    here, so a config saved on a GPU machine still loads elsewhere).
+    """
     if value is None:
         return None
     import torch

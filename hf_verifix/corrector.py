@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -15,12 +16,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import CorrectionConfig, _valid_alpha
+from .config import CorrectionConfig, _valid_alpha, unavailable_device
 from .data.images import Transform
 from .data.source import SampleSource, as_source
 from .distributed import broadcast_from_main, is_main_process, process_rank_and_count, sum_across_processes
 from .errors import ConfigError, DataError, InputTypeError, LayerError, NumericalError, VerifixError
-from .models.forward import model_device
+from .models.forward import evaluation_mode, logits_of, model_device
 from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .projection.spectrum import Spectrum, decompose
 from .projection.update import LayerProjection
@@ -32,6 +33,8 @@ from .statistics.layers import find_target_layers
 __all__ = ["REPORT_NAME", "AlphaSearchResult", "ProjectionCorrector"]
 
 REPORT_NAME = "correction_report.json"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -156,6 +159,7 @@ class ProjectionCorrector:
         self._trusted: torch.Tensor | None = None
         self._original_weights: dict[str, torch.Tensor] = {}
         self._original_buffers: dict[str, torch.Tensor] = {}
+        self._written: dict[str, tuple[int, int]] = {}
         self._selector_name = config.selector
 
     # ------------------------------------------------------------------ fit
@@ -193,12 +197,23 @@ class ProjectionCorrector:
             >>> corrector.trusted_indices.tolist()
             [0, 3]
         """
-        self.revert()
+        if self._model_changed():
+            # Trained or edited since the last fit: those weights are the user's newest; fit them, restore nothing.
+            logger.info("the model changed since the last fit; fitting its current weights")
+        else:
+            self.revert()
         self._forget_fit()
         cfg = self.config
+        missing = unavailable_device(cfg.statistics_device) if cfg.statistics_device else None
+        if missing:
+            raise ConfigError(
+                f"statistics_device={missing}; pass statistics_device=None (the model's device) or 'cpu'. Nothing was "
+                "computed"
+            )
         # Before reading any data: a model with layers that cannot be corrected is refused with nothing computed.
         selection = find_target_layers(self.model, cfg.target_modules, cfg.exclude_modules, cfg.on_uncorrectable)
         self.skipped = dict(selection.skipped)
+        _check_finite_weights(selection.targets)
         source = as_source(train_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
 
         start = time.perf_counter()
@@ -226,6 +241,8 @@ class ProjectionCorrector:
         # On the model's device by default: no float64 rows cross to the host, and eigh runs there too.
         statistics = torch.device(cfg.statistics_device) if cfg.statistics_device else device
         grams = collect_grams(self.model, selection.targets, batches, device=statistics)
+        if self.selection is None:  # given trusted indices: their labels were never read (the model is unchanged)
+            _check_trusted_labels(self.model, source, trusted)
         self.timings["collection_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -279,6 +296,7 @@ class ProjectionCorrector:
         }
         self._source = source
         self._trusted = trusted
+        self._mark_written()
         return self
 
     def _forget_fit(self) -> None:
@@ -291,6 +309,31 @@ class ProjectionCorrector:
         self._trusted = None
         self._original_weights = {}
         self._original_buffers = {}
+        self._written = {}
+
+    def _model_state(self) -> dict[str, tuple[int, int]]:
+        """Each parameter's and buffer's identity and in-place version counter (bumped by every in-place write)."""
+        tensors = [*self.model.named_parameters(remove_duplicate=False), *self.model.named_buffers()]
+        return {name: (id(t), _version(t)) for name, t in tensors}
+
+    def _mark_written(self) -> None:
+        """Record the model's state as this corrector left it (after fit, apply, revert or a report's restore)."""
+        self._written = self._model_state()
+
+    def _model_changed(self) -> bool:
+        """Whether anything changed the model's parameters or buffers since this corrector last wrote them."""
+        return bool(self._written) and self._model_state() != self._written
+
+    def _refuse_if_changed(self, action: str) -> None:
+        if not self._model_changed():
+            return
+        now = self._model_state()
+        changed = sorted(n for n in set(now) | set(self._written) if now.get(n) != self._written.get(n))
+        raise VerifixError(
+            f"{action} would overwrite the model's current weights with the copy taken at fit time, but the model "
+            f"changed since (e.g. trained or edited): {len(changed)} tensor(s) differ, e.g. {changed[:3]}. Nothing "
+            "was written. Call corrector.fit(train_data) again to correct the current weights"
+        )
 
     def _batchnorm_layers_by_name(self) -> dict[str, nn.Module]:
         layers = set(map(id, batchnorm_layers(self.model)))
@@ -348,6 +391,7 @@ class ProjectionCorrector:
         """
         self._require_fit()
         value = self.config.alpha if alpha is None else _valid_alpha(alpha, "alpha")
+        self._refuse_if_changed("apply")
         start = time.perf_counter()
         self._project(value, self.config.progress)
         self.timings["update_s"] = time.perf_counter() - start
@@ -355,10 +399,19 @@ class ProjectionCorrector:
 
     def _project(self, alpha: float, progress: bool) -> None:
         modules = dict(self.model.named_modules())
+        # Every projected weight is computed and checked before the first is written: a failure changes nothing.
+        projected = {name: projection.weight(alpha) for name, projection in self.projections.items()}
+        bad = [name for name, weight in projected.items() if not bool(torch.isfinite(weight).all())]
+        if bad:
+            raise NumericalError(
+                f"projecting with alpha={alpha:g} gave NaN/Inf weights in {len(bad)} layer(s), e.g. {bad[:3]}; "
+                "nothing was written. Use an alpha of at least 1 (the papers use 1e4 to 1e6), or exclude those "
+                "layers with exclude_modules"
+            )
         with torch.no_grad():
-            for name, projection in self.projections.items():
-                weight = modules[name].weight
-                weight.copy_(projection.weight(alpha).to(weight.device))
+            for name, weight in projected.items():
+                target = modules[name].weight
+                target.copy_(weight.to(target.device))
         self._restore_buffers()
         if self.config.recalibrate_batchnorm:
             device = model_device(self.model)
@@ -367,6 +420,7 @@ class ProjectionCorrector:
             batches = self._source.batches(self._trusted, "recalibrating BatchNorm", progress, sharded=False)
             recalibrate_batchnorm(self.model, (b.inputs.to(device) for b in batches))
         self.applied_alpha = alpha
+        self._mark_written()
 
     def _restore_buffers(self) -> None:
         buffers = dict(self.model.named_buffers())
@@ -388,12 +442,15 @@ class ProjectionCorrector:
             >>> torch.equal(corrector.revert().weight, before)
             True
         """
+        self._refuse_if_changed("revert")
         modules = dict(self.model.named_modules())
         with torch.no_grad():
             for name, original in self._original_weights.items():
                 modules[name].weight.copy_(original)
         self._restore_buffers()
         self.applied_alpha = None
+        if self._written:
+            self._mark_written()
         return self.model
 
     # ------------------------------------------------------------------ α search
@@ -419,6 +476,7 @@ class ProjectionCorrector:
         grid = self.config.alpha_grid if alphas is None else _alpha_candidates(alphas)
         cfg = self.config
         source = as_source(eval_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
+        self._refuse_if_changed("search_alpha")
         self.revert()
         start = time.perf_counter()
         from .metrics import source_accuracy  # imports `evaluate` (seconds), so only when α is searched
@@ -580,9 +638,14 @@ class ProjectionCorrector:
         import shutil
         import tempfile
 
-        from .hub import push_folder, save_corrected
+        from .hub import is_repo_id, push_folder, save_corrected
         from .model_card import CardInfo
 
+        if not isinstance(repo_id, str) or not is_repo_id(repo_id):
+            raise ConfigError(
+                f"repo_id must be a Hub repo ID such as 'me/model-sap' (letters, digits, '-', '_', '.'; at most one "
+                f"'/'), got {repo_id!r}; nothing was written"
+            )
         self._require_fit()
         if not is_main_process():  # only the main process writes and pushes
             return ""
@@ -595,6 +658,49 @@ class ProjectionCorrector:
         )
         shutil.rmtree(scratch, ignore_errors=True)  # kept when the push fails: its error names the folder to retry
         return url
+
+
+def _version(tensor: torch.Tensor) -> int:
+    try:
+        return int(tensor._version)
+    except RuntimeError:  # an inference-mode tensor keeps no version counter
+        return -1
+
+
+def _weight_of(layer: nn.Module) -> torch.Tensor:
+    weight = layer.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
+def _check_finite_weights(targets: dict[str, nn.Module]) -> None:
+    """Refuse layers whose weights already hold NaN/Inf: a projection would spread them over the whole row."""
+    bad = [name for name, layer in targets.items() if not bool(torch.isfinite(_weight_of(layer)).all())]
+    if bad:
+        raise NumericalError(
+            f"the weights of {len(bad)} targeted layer(s) hold NaN or Inf before any correction, e.g. {bad[:3]}; "
+            "the projection mixes every input direction, so it would spread them. Fix the model (reload a good "
+            "checkpoint) or leave those layers out with exclude_modules. Nothing was computed"
+        )
+
+
+def _check_trusted_labels(model: nn.Module, source: SampleSource, trusted: torch.Tensor) -> None:
+    """Refuse trusted samples whose labels are not classes of the model (read unsharded: the set is small)."""
+    known = getattr(source, "labels", None)
+    batches = source.batches(trusted[:1] if known is not None else trusted, sharded=False)
+    first_batch = next(batches)
+    labels = known[trusted] if known is not None else torch.cat([first_batch.labels, *(b.labels for b in batches)])
+    with evaluation_mode(model), torch.no_grad():  # one sample for the class count (the Grams' pass ran them all)
+        first = first_batch.inputs[:1].to(model_device(model))
+        num_classes = int(logits_of(model(first)).shape[-1])
+    bad = (labels < 0) | (labels >= num_classes)
+    if bool(bad.any()):
+        raise DataError(
+            f"the labels of trusted samples {trusted[bad][:5].tolist()} are {labels[bad][:5].tolist()}, but the model "
+            f"has {num_classes} classes (labels 0..{num_classes - 1}); remap the labels to the model's classes (e.g. "
+            "datasets' align_labels_with_mapping with the model's label2id) or drop those samples from "
+            "trusted_indices. Nothing was changed"
+        )
 
 
 def _decomposed_once(gram: torch.Tensor, name: str) -> Spectrum:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shlex
 import shutil
@@ -304,6 +305,11 @@ def _read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise LoadError(f"cannot read {str(path)!r} as JSON ({err}); is the model folder complete?") from err
+    except RecursionError as err:  # json recurses once per nesting level: a hostile file exhausts the stack
+        raise LoadError(
+            f"{str(path)!r} nests JSON arrays/objects too deeply to be read, so it is no model config; replace it "
+            "with the config.json written by save_pretrained / timm.models.save_for_hf"
+        ) from err
     if not isinstance(data, dict):
         raise LoadError(f"{str(path)!r} holds a {type(data).__name__}, not a JSON object; is it a model config?")
     return data
@@ -328,6 +334,63 @@ def _folder_library(folder: Path) -> str:
     )
 
 
+def _check_safetensors(path: Path) -> None:
+    """Raise a LoadError naming ``path`` when it is not a complete safetensors file (empty, cut short, corrupt).
+
+    Only the header is read (and checked against the file size), so the check is cheap even for large weights.
+    """
+    from safetensors import safe_open
+
+    fix = "download it again (a cached copy: delete it first) or re-save the model with save_pretrained"
+    if path.stat().st_size == 0:
+        raise LoadError(f"the weights file {str(path)!r} is empty (0 bytes), e.g. an interrupted download; {fix}")
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as err:  # safetensors raises its own SafetensorError (no OSError/ValueError subclass)
+        raise LoadError(
+            f"the weights file {str(path)!r} is truncated or corrupt ({err}), e.g. an interrupted download or copy; "
+            f"{fix}"
+        ) from err
+
+
+def _check_weight_files(folder: Path) -> None:
+    """Raise a LoadError naming the first safetensors file of ``folder`` that is empty, cut short or corrupt."""
+    for path in sorted(folder.glob("*.safetensors")):
+        _check_safetensors(path)
+
+
+def _no_weights(folder: Path) -> LoadError | None:
+    """A LoadError naming ``folder`` and the fix when it holds no weights file, else None."""
+    if any(p.suffix in _WEIGHT_SUFFIXES and p.is_file() for p in folder.iterdir()):
+        return None
+    return LoadError(
+        f"the model folder {str(folder)!r} has a config.json but no weights file (model.safetensors, "
+        "pytorch_model.bin, ...); copy the weights next to it, or save the model again with save_pretrained / "
+        "timm.models.save_for_hf"
+    )
+
+
+def _pickle_weights(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".ckpt") and p.is_file())
+
+
+def _refused_pickle(folder: Path, err: BaseException) -> LoadError | None:
+    """A LoadError when ``err`` is torch.load(weights_only=True) refusing a pickle of ``folder``, else None."""
+    text = str(err)
+    if not (isinstance(err, pickle.UnpicklingError) or "weights_only" in text or "Weights only load" in text):
+        return None
+    if any(folder.glob("*.safetensors")):
+        return None
+    names = ", ".join(p.name for p in _pickle_weights(folder)) or "its pickle weights"
+    return LoadError(
+        f"{names} in {str(folder)!r} holds objects other than tensors, and unpickling them could run arbitrary "
+        "code, so it was not loaded (torch.load(weights_only=True) refused it). If you trust the file, convert it "
+        "to safetensors where it was made: model.save_pretrained(folder, safe_serialization=True) (or "
+        "safetensors.torch.save_file(state_dict, 'model.safetensors')); a model.safetensors is always preferred"
+    )
+
+
 def _load_transformers(folder: Path, trust_remote_code: bool) -> tuple[nn.Module, Any]:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -335,6 +398,10 @@ def _load_transformers(folder: Path, trust_remote_code: bool) -> tuple[nn.Module
         model, info = AutoModelForImageClassification.from_pretrained(
             folder, trust_remote_code=trust_remote_code, output_loading_info=True
         )
+    except pickle.UnpicklingError as err:
+        raise _refused_pickle(folder, err) or LoadError(
+            f"transformers cannot load an image classifier from {str(folder)!r}: {err}"
+        ) from err
     except ValueError as err:
         if "trust_remote_code" in str(err) and not trust_remote_code:
             raise LoadError(
@@ -342,8 +409,10 @@ def _load_transformers(folder: Path, trust_remote_code: bool) -> tuple[nn.Module
                 "that code, with --trust-remote-code (trust_remote_code=True)"
             ) from err
         raise LoadError(f"transformers cannot load an image classifier from {str(folder)!r}: {err}") from err
-    except OSError as err:
-        raise LoadError(f"transformers cannot load an image classifier from {str(folder)!r}: {err}") from err
+    except OSError as err:  # no weights is found only here: a repo that needs remote code says so first
+        raise _no_weights(folder) or LoadError(
+            f"transformers cannot load an image classifier from {str(folder)!r}: {err}"
+        ) from err
     missing = list(info.get("missing_keys", []))
     if missing:
         raise LoadError(
@@ -351,6 +420,8 @@ def _load_transformers(folder: Path, trust_remote_code: bool) -> tuple[nn.Module
             f"{type(model).__name__} (e.g. {missing[:4]}), so they would be random: SAP corrects a trained "
             "classifier; pass a checkpoint fine-tuned for image classification"
         )
+    if (folder / "preprocessor_config.json").is_file():
+        _read_json(folder / "preprocessor_config.json")  # a hostile file is refused here, not deep in transformers
     try:
         processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError):
@@ -361,6 +432,8 @@ def _load_transformers(folder: Path, trust_remote_code: bool) -> tuple[nn.Module
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
+        _check_safetensors(path)
 
         state: Any = load_file(str(path), device="cpu")
     else:
@@ -487,15 +560,21 @@ def _load_local(path: Path, source: str, architecture: str | None, trust_remote_
             )
         return LoadedModel(_load_timm_checkpoint(path, architecture), "timm", source, path)
     library = _folder_library(path)
+    _check_weight_files(path)
     if library == "transformers":
         network, processor = _load_transformers(path, trust_remote_code)
         return LoadedModel(network, "transformers", source, path, processor=processor)
     import timm
 
+    missing = _no_weights(path)
+    if missing is not None:
+        raise missing
     try:
         network = timm.create_model(f"local-dir:{path}", pretrained=True)
-    except (RuntimeError, OSError, KeyError, ValueError) as err:
-        raise LoadError(f"timm cannot load the model folder {str(path)!r}: {err}") from err
+    except (RuntimeError, OSError, KeyError, ValueError, pickle.UnpicklingError) as err:
+        raise _refused_pickle(path, err) or LoadError(
+            f"timm cannot load the model folder {str(path)!r}: {err}"
+        ) from err
     return LoadedModel(network.eval(), "timm", source, path)
 
 
@@ -586,7 +665,7 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
         else:
             lines = [line.split(",")[0].strip() for line in source.read_text(encoding="utf-8").splitlines()]
             values = [int(line) for line in lines if line]
-    except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         if isinstance(err, DataError):
             raise
         raise DataError(
@@ -660,6 +739,8 @@ def _load_raw(
     text = os.fspath(dataset)
     path = Path(text).expanduser()
     cache = os.fspath(cache_dir) if cache_dir is not None else None
+    if path.suffix == ".py" or (path.is_dir() and (path / f"{path.name}.py").is_file()):
+        raise _script_refused(text)
     try:
         if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
             return _pick_split(datasets.load_from_disk(str(path)), split, text), False
@@ -684,6 +765,19 @@ def _load_raw(
             f"cannot load the dataset {text!r}: {err}. With no network, pass a local folder (save_to_disk output or "
             "an image folder), or a dataset already in the datasets cache"
         ) from err
+    except RuntimeError as err:
+        if "script" in str(err).lower():  # datasets >= 4 refuses loading scripts; it never runs them
+            raise _script_refused(text) from err
+        raise LoadError(f"cannot load the dataset {text!r}: {type(err).__name__}: {err}") from err
+
+
+def _script_refused(source: str) -> LoadError:
+    return LoadError(
+        f"the dataset {source!r} would be loaded by a Python script (a dataset script); hf_verifix never runs "
+        "dataset scripts, and datasets >= 4 cannot. Pass the data itself: a folder written by Dataset.save_to_disk, "
+        "an image folder (class_name/image.png), a .parquet/.csv/.json file, or a Hub dataset converted to data files "
+        "(the Hub's 'refs/convert/parquet' revision)"
+    )
 
 
 def load_data(
@@ -800,7 +894,16 @@ def _maybe_column(data: Any, candidates: Sequence[str], feature: str) -> str | N
 
 # ---------------------------------------------------------------------------------------------------------- saving
 def _protected_files(folder: Path) -> list[str]:
-    return [name for name in _PROTECTED if (folder / name).exists()]
+    """The files in ``folder`` that a correction run may write: model, card, configs, report, figures, processor.
+
+    Every one counts, hand-written ones included; the final move re-checks the exact set written (under a lock).
+    """
+    from .config import CONFIG_NAME
+    from .corrector import REPORT_NAME
+    from .report import FIGURES, REPORT_FILE
+
+    names = [*_PROTECTED, CONFIG_NAME, REPORT_NAME, REPORT_FILE, *FIGURES.values(), "preprocessor_config.json"]
+    return [name for name in dict.fromkeys(names) if (folder / name).exists()]
 
 
 def _report_figures(report_dir: Path) -> dict[str, str]:
@@ -843,11 +946,12 @@ def save_corrected(
         clean_labels: True labels of the fitted data, when known: the report then gives the trusted set's precision.
         report_dir: A folder written by :meth:`~hf_verifix.ProjectionCorrector.write_report` for this correction:
             its ``report.md`` and figures are copied next to the model and the card embeds the figures.
-        overwrite: Replace a model or card already in ``output_dir``.
+        overwrite: Replace files already in ``output_dir`` (any file this call writes: model, card, configs,
+            report, figures). Without it nothing is replaced, also when another run wrote them meanwhile.
         template_path: Card template (default: the packaged one).
 
     Raises:
-        FileExistsError: ``output_dir`` already holds a model or card and ``overwrite`` is False.
+        FileExistsError: ``output_dir`` already holds a file this call writes and ``overwrite`` is False.
         FileNotFoundError: ``report_dir`` holds no ``report.md``.
 
     Example:
@@ -875,7 +979,7 @@ def save_corrected(
     report = corrector.report(clean_labels=clean_labels) if clean_labels is not None else corrector.report()
     # One staging folder for everything: an interruption never leaves a model without its card (which would make a
     # re-run without --overwrite refuse the folder).
-    with staged_directory(target) as staging:
+    with staged_directory(target, overwrite=overwrite) as staging:
         corrector.save_pretrained(staging)
         if processor is not None and hasattr(processor, "save_pretrained"):
             processor.save_pretrained(staging)

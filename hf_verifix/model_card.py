@@ -32,6 +32,7 @@ __all__ = [
     "default_template",
     "plot_alpha_search",
     "render_model_card",
+    "shareable_name",
     "write_model_card",
 ]
 
@@ -110,6 +111,23 @@ class CardInfo:
             False
         """
         return self.accuracy_before is not None and self.accuracy_after is not None
+
+
+def shareable_name(source: str, is_hub: bool, placeholder: str = "./model") -> str:
+    """How a card or a reproduce command names a model or dataset: a Hub ID as given, a local path by its base name.
+
+    An absolute local path names a folder of the machine the correction ran on (often a user name): it means nothing
+    elsewhere and should not be published with the model. ``placeholder`` stands in for a path with no base name.
+
+    Example:
+        >>> shareable_name("/home/ana/runs/resnet18", is_hub=False), shareable_name("org/vit", is_hub=True)
+        ('resnet18', 'org/vit')
+        >>> shareable_name("local-dir:/", is_hub=False)
+        './model'
+    """
+    if is_hub:
+        return source
+    return Path(source.removeprefix("local-dir:")).expanduser().name or placeholder
 
 
 def default_template() -> str:
@@ -219,7 +237,7 @@ def _eval_results(info: CardInfo, applied_alpha: float | None) -> list[Any] | No
         return None
     from huggingface_hub import EvalResult
 
-    dataset = info.dataset if info.dataset_is_hub and info.dataset else Path(info.dataset or "data").name
+    dataset = shareable_name(info.dataset or "data", info.dataset_is_hub, "data")
     after = f"Accuracy after SAP (α = {_format_alpha(applied_alpha)})" if applied_alpha else "Accuracy after SAP"
     common = dict(
         task_type="image-classification",
@@ -345,8 +363,8 @@ def render_model_card(
         revision = f" (revision `{info.base_model_revision[:12]}`)" if info.base_model_revision else ""
         base_text = f"[{base}](https://huggingface.co/{base}){revision}"
     else:
-        base_text = f"`{base}`"
-    dataset = info.dataset or "the held-out data"
+        base_text = f"`{shareable_name(base, False) if info.base_model else base}`"
+    dataset = shareable_name(info.dataset, info.dataset_is_hub, "data") if info.dataset else "the held-out data"
     eval_text = f"`{dataset}`" + (f", split `{info.eval_split}`" if info.eval_split else "")
     if info.eval_labels:
         label_note = (

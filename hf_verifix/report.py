@@ -144,6 +144,7 @@ def _restore(corrector: ProjectionCorrector, snapshot: dict[str, Any]) -> None:
         for name, buffer in snapshot["buffers"].items():
             buffers[name].copy_(buffer)
     corrector.applied_alpha = snapshot["applied_alpha"]
+    corrector._mark_written()  # the state restored is the one the corrector had left
     corrector.timings.clear()
     corrector.timings.update(snapshot["timings"])
 

@@ -349,7 +349,9 @@ def test_load_data_splits_limits_and_noisy_labels(work, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------- correct
-def test_cli_correct_writes_a_native_model_card_and_reproduce_command(work, corrected_vit, tmp_path, capsys):
+def test_cli_correct_writes_a_native_model_card_and_reproduce_command(
+    work, corrected_vit, tmp_path, capsys, monkeypatch
+):
     from huggingface_hub import ModelCard
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -387,8 +389,11 @@ def test_cli_correct_writes_a_native_model_card_and_reproduce_command(work, corr
     embedded = {line.split("](")[1].rstrip(")") for line in card.text.splitlines() if line.startswith("![")}
     assert embedded == (report_figures if HAS_MATPLOTLIB else set())
 
-    # The card's command reproduces the same weights.
+    # The card's command reproduces the same weights, run from the folder holding the model and data (local paths
+    # are named by their base names: the card never publishes a path of this machine).
     command = card.text.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    assert str(work["root"]) not in card.text
+    monkeypatch.chdir(work["root"])
     argv = shlex.split(command)
     assert argv[:2] == ["hf-verifix", "correct"]
     argv[argv.index("--output-dir") + 1] = str(tmp_path / "again")

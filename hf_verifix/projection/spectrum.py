@@ -48,7 +48,10 @@ def importance_scaling(normalized: torch.Tensor, alpha: float) -> torch.Tensor:
         >>> importance_scaling(torch.tensor([0.0, 0.5, 1.0]), alpha=3.0).tolist()
         [0.0, 0.75, 1.0]
     """
-    return alpha * normalized / ((alpha - 1.0) * normalized + 1.0)
+    # (α−1)σ̃ + 1 written as ασ̃ + (1−σ̃): the same number, but never 0 in floating point (for α ≪ 1 and σ̃ = 1,
+    # 1 + (α−1) rounds to 0 and λ became Inf).
+    scaled = alpha * normalized
+    return scaled / (scaled + (1.0 - normalized))
 
 
 def _decompose_one(gram: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -13,9 +13,10 @@ class LayerProjection:
     """A layer's original weight in the eigenbasis of its trusted Gram, ready to project for any α.
 
     ``W·U`` is computed once, so each α costs one matrix product: Ŵ = ((W U) diag λ) Uᵀ. Directions with σ̃ = 0
-    get λ = 0 for every α, so only the ``k`` eigenvectors with σ̃ > 0 (the largest count over groups) are kept for
-    the update: W·U and the product cost ``out × k × d`` instead of ``out × d × d`` (resnet18's last stage at 28×28
-    input: k = 512 of d = 4608). ``normalized`` keeps every direction, for reports.
+    (up to eigh's round-off, d·u·σ̃_max) get λ = 0 for every α, so only the ``k`` eigenvectors with σ̃ above it (the
+    largest count over groups) are kept for the update: W·U and the product cost ``out × k × d`` instead of
+    ``out × d × d`` (resnet18's last stage at 28×28 input: k = 512 of d = 4608). ``normalized`` keeps every
+    direction, for reports.
 
     Example:
         >>> from hf_verifix.projection.spectrum import decompose
@@ -33,16 +34,21 @@ class LayerProjection:
         w = weight.detach().to(torch.float64).reshape(groups, weight.shape[0] // groups, -1)
         self.spectrum = spectrum
         self.normalized = spectrum.normalized().to(torch.float64)
-        # The directions with σ̃ > 0 first (decompose already sorts them so), then keep the first k of each group.
+        # eigh gives each eigenvalue of Ĝ to within about d·u·σ̃_max (u = 2⁻⁵³): smaller σ̃ are round-off of exact
+        # zeros (a layer whose trusted rows span 512 of 8192 dimensions showed 3,737 such "active" directions), and
+        # their true λ is 0. The directions above that threshold come first (decompose sorts them so); keep k.
+        dim = self.normalized.shape[-1]
+        threshold = dim * torch.finfo(torch.float64).eps * self.normalized.amax(dim=-1, keepdim=True)
+        active = self.normalized > threshold
         order = torch.argsort(self.normalized, dim=-1, descending=True, stable=True)
-        k = max(1, int((self.normalized > 0).sum(dim=-1).max()))
+        k = max(1, int(active.sum(dim=-1).max()))
         kept = order[:, :k]
         vectors = spectrum.eigenvectors.to(torch.float64)
         if torch.equal(kept, torch.arange(k, device=kept.device).expand_as(kept)):  # sorted: a view, no copy
             self.eigenvectors = vectors[..., :k]
         else:
             self.eigenvectors = torch.gather(vectors, -1, kept[:, None, :].expand(-1, vectors.shape[1], -1))
-        self.kept_normalized = torch.gather(self.normalized, -1, kept)
+        self.kept_normalized = torch.gather(torch.where(active, self.normalized, 0.0), -1, kept)
         self.weight_in_basis = torch.bmm(w.to(self.eigenvectors.device), self.eigenvectors)
 
     def weight(self, alpha: float) -> torch.Tensor:
