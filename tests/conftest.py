@@ -15,6 +15,18 @@ from torch.utils.data import TensorDataset  # noqa: E402
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run several times faster on one thread than on two on a shared 2-core machine.
+
+    Use it for a whole file with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_images() -> TensorDataset:
     """24 seeded 3x32x32 images with labels in {0, 1, 2} (every class present)."""

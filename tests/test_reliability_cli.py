@@ -76,12 +76,7 @@ def _image_folder(root: Path) -> None:
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
