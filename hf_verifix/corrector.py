@@ -344,12 +344,9 @@ class ProjectionCorrector:
 
         Read unsharded: every process needs all of them, and the trusted set is small.
         """
-        trusted = self.trusted_indices
-        known = self.selection.labels if self.selection is not None else getattr(self._source, "labels", None)
-        if known is not None:
-            return known[trusted]
         assert self._source is not None
-        return torch.cat([batch.labels for batch in self._source.batches(trusted, sharded=False)])
+        known = self.selection.labels if self.selection is not None else None
+        return _labels_of(self._source, self.trusted_indices, known)
 
     @property
     def trusted_indices(self) -> torch.Tensor:
@@ -684,14 +681,20 @@ def _check_finite_weights(targets: dict[str, nn.Module]) -> None:
         )
 
 
+def _labels_of(source: SampleSource, trusted: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+    """The given labels of the ``trusted`` samples, in index order: from ``known`` or the source's labels when it
+    has them, else read from the data (unsharded: every process needs all of them, and the trusted set is small)."""
+    known = known if known is not None else getattr(source, "labels", None)
+    if known is not None:
+        return known[trusted]
+    return torch.cat([batch.labels for batch in source.batches(trusted, sharded=False)])
+
+
 def _check_trusted_labels(model: nn.Module, source: SampleSource, trusted: torch.Tensor) -> None:
     """Refuse trusted samples whose labels are not classes of the model (read unsharded: the set is small)."""
-    known = getattr(source, "labels", None)
-    batches = source.batches(trusted[:1] if known is not None else trusted, sharded=False)
-    first_batch = next(batches)
-    labels = known[trusted] if known is not None else torch.cat([first_batch.labels, *(b.labels for b in batches)])
+    labels = _labels_of(source, trusted)
     with evaluation_mode(model), torch.no_grad():  # one sample for the class count (the Grams' pass ran them all)
-        first = first_batch.inputs[:1].to(model_device(model))
+        first = next(source.batches(trusted[:1], sharded=False)).inputs.to(model_device(model))
         num_classes = int(logits_of(model(first)).shape[-1])
     bad = (labels < 0) | (labels >= num_classes)
     if bool(bad.any()):

@@ -95,7 +95,9 @@ def _process_alive(pid: int) -> bool:
 def _remove_stale_staging(destination: Path) -> None:
     """Remove staging folders beside ``destination`` left by processes that no longer run (killed mid-save)."""
     prefix = _staging_prefix(destination)
-    for folder in destination.parent.glob(f"{prefix}*"):
+    for folder in destination.parent.iterdir():  # not glob(): the name may hold '[' or '*'
+        if not folder.name.startswith(prefix):
+            continue
         pid = folder.name[len(prefix) :].split("-")[0]
         if folder.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
