@@ -1093,6 +1093,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .staging import terminate_as_exit
 
+    if getattr(args, "no_progress", False):
+        from .progress import disable_ecosystem_progress_bars
+
+        disable_ecosystem_progress_bars()  # the Hub's, datasets' and transformers' bars too
     try:
         with terminate_as_exit():  # SIGTERM unwinds like Ctrl-C (temporary folders removed), exit status 143
             return int(args.handler(args))

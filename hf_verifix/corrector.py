@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .config import CorrectionConfig, _valid_alpha, unavailable_device
 from .data.images import Transform
@@ -22,6 +21,7 @@ from .data.source import SampleSource, as_source
 from .distributed import broadcast_from_main, is_main_process, process_rank_and_count, sum_across_processes
 from .errors import ConfigError, DataError, InputTypeError, LayerError, NumericalError, VerifixError
 from .models.forward import evaluation_mode, logits_of, model_device
+from .progress import progress_bar
 from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from .projection.spectrum import Spectrum, decompose
 from .projection.update import LayerProjection
@@ -250,8 +250,7 @@ class ProjectionCorrector:
         self.layer_rows = {}
         self.tied = {}
         # Each Gram is dropped once decomposed, so peak memory stays near max(Σ Grams, Σ eigenvectors).
-        show = cfg.progress and is_main_process()
-        for name in tqdm(list(grams), desc="decomposing", disable=not show, leave=False):
+        for name in progress_bar(list(grams), "decomposing", cfg.progress, leave=False):
             stats = grams.pop(name)
             # Each process summed its own shard; one all-reduce per layer, after the data loop.
             stats.gram = sum_across_processes(stats.gram)
@@ -480,7 +479,7 @@ class ProjectionCorrector:
 
         baseline = source_accuracy(self.model, source, cfg.progress)
         curve: dict[float, float] = {}
-        for alpha in tqdm(grid, desc="searching α", disable=not (cfg.progress and is_main_process())):
+        for alpha in progress_bar(grid, "searching α", cfg.progress):
             self._project(alpha, progress=False)
             curve[alpha] = source_accuracy(self.model, source)
         self.revert()

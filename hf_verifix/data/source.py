@@ -11,11 +11,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
-from tqdm.auto import tqdm
 
-from ..distributed import is_main_process, shard
+from ..distributed import shard
 from ..errors import DataError
 from ..models.forward import as_model_dtype, model_dtype, model_input_channels
+from ..progress import progress_bar
 from .images import Transform, default_image_transform, image_to_tensor
 
 __all__ = ["Batch", "SampleSource", "as_source", "model_class_names", "split_batch"]
@@ -393,7 +393,6 @@ class SampleSource:
         order = torch.arange(len(self)) if indices is None else torch.as_tensor(indices).long().sort().values
         if sharded:
             order = shard(order)
-        progress = progress and is_main_process()
         subset = Subset(self.dataset, order.tolist())
         loader = DataLoader(
             subset,
@@ -403,7 +402,7 @@ class SampleSource:
             num_workers=self.num_workers,
         )
         start = 0
-        for raw in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for raw in progress_bar(loader, desc or "", progress, leave=False):
             inputs, labels = split_batch(raw)
             if inputs.shape[0] != labels.shape[0]:
                 raise DataError(f"a batch has {inputs.shape[0]} inputs but {labels.shape[0]} labels")
