@@ -540,3 +540,50 @@ def test_an_uncorrectable_model_is_refused_before_the_first_training_step(tmp_pa
     with pytest.warns(UserWarning, match="conv"):
         trainer.train()
     assert not torch.equal(before["head.weight"], model.head.weight) and model.calls > 0
+
+
+def test_too_few_rows_for_n_trusted_is_refused_before_the_first_training_step(tmp_path):
+    model = ReflectNet()
+    model.conv.padding_mode = "zeros"
+    x, y, _ = images_and_labels(12, seed=0)
+    trainer = Trainer(
+        model=model,
+        args=training_args(tmp_path, num_train_epochs=1),
+        train_dataset=pixel_dataset(x, y),  # found through the Trainer's train_dataloader: no set_trainer needed
+        callbacks=[SAPCallback(config(n_trusted=1000))],
+    )
+    refused = r"n_trusted=1000 is larger than the training data \(12 samples\).*no training"
+    with pytest.raises(DataError, match=refused):
+        trainer.train()
+    assert model.calls == 0 and trainer.state.global_step == 0
+
+
+def test_a_correction_that_fails_after_training_keeps_the_trained_model_and_says_where(tmp_path):
+    from safetensors.torch import load_file
+
+    model = ReflectNet()
+    model.conv.padding_mode = "zeros"
+    before = weights(model)
+    x, y, _ = images_and_labels(24, seed=0)
+    held_out_labels = y.clone()
+    held_out_labels[3] = 7  # not a class of the model: found by the α search, after training
+    features = datasets.Features(
+        {"pixel_values": datasets.Array3D(SHAPE, "float32"), "labels": datasets.Value("int64")}
+    )
+    held_out = datasets.Dataset.from_dict(
+        {"pixel_values": x.numpy(), "labels": held_out_labels.numpy()}, features=features
+    ).with_format("torch")
+    trainer = Trainer(
+        model=model,
+        args=training_args(tmp_path, num_train_epochs=1),  # save_strategy="no": no checkpoint would be left
+        train_dataset=pixel_dataset(x, y),
+        callbacks=[SAPCallback(config(n_trusted=6), eval_dataset=held_out, alphas=[1e4])],
+    )
+    with pytest.raises(DataError, match=r"labels.*7.*saved to '.*uncorrected_model' \(uncorrected\)"):
+        trainer.train()
+    trained = weights(model)
+    assert trainer.state.global_step > 0 and not torch.equal(trained["head.weight"], before["head.weight"])
+    saved = load_file(str(tmp_path / "sap_correction" / "uncorrected_model" / "model.safetensors"))
+    assert set(saved) == set(trained) - {"calls"}
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, trained[name]), name

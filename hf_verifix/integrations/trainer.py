@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -282,7 +283,24 @@ class SAPCallback(TrainerCallback):
         if isinstance(model, nn.Module):
             cfg = self.config
             find_target_layers(model, cfg.target_modules, cfg.exclude_modules, cfg.on_uncorrectable)
+            self._check_training_data(model, kwargs)
         return control
+
+    def _check_training_data(self, model: nn.Module, kwargs: Any) -> None:
+        """Refuse before training what would make the correction fail after it: unreadable data, too few rows."""
+        loader = kwargs.get("train_dataloader")
+        data = self._find_data("train", self.train_dataset, loader)
+        if data is None:  # a Trainer bound later, or an event called by hand with the data at the end
+            return
+        cfg = self.config
+        data = self._readable(data, getattr(loader, "collate_fn", None), cfg.batch_size, "training")
+        source = as_source(data, model, cfg.batch_size, cfg.image_column, cfg.label_column, self.transform)
+        if cfg.n_trusted > len(source):
+            raise DataError(
+                f"n_trusted={cfg.n_trusted} is larger than the training data ({len(source)} samples); lower "
+                "CorrectionConfig(n_trusted=...) or pass more data. Checked before training, so no training time "
+                "was spent"
+            )
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -295,7 +313,7 @@ class SAPCallback(TrainerCallback):
         """
         epoch = math.ceil(state.epoch - 1e-9) if state.epoch is not None else None
         if epoch is not None and epoch in self.on_epochs:
-            self._correct(args, state, control, f"epoch-{epoch}", kwargs)
+            self._correct_or_keep(args, state, control, f"epoch-{epoch}", kwargs)
         return control
 
     def on_train_end(
@@ -318,8 +336,42 @@ class SAPCallback(TrainerCallback):
         if already and not getattr(args, "load_best_model_at_end", False):
             logger.info("SAPCallback: already corrected at step %d; not correcting twice", state.global_step)
             return control
-        self._correct(args, state, control, None, kwargs)
+        self._correct_or_keep(args, state, control, None, kwargs)
         return control
+
+    def _correct_or_keep(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, folder: str | None, kwargs: Any
+    ) -> None:
+        """Correct; if that fails, put the trained weights back, save them, and say where in the error."""
+        try:
+            self._correct(args, state, control, folder, kwargs)
+        except Exception as err:
+            _add_note(err, self._keep_trained_model(args, kwargs.get("model")))
+            raise
+
+    def _keep_trained_model(self, args: TrainingArguments, model: Any) -> str:
+        corrector = self.corrector
+        if corrector is not None and corrector.projections and corrector.model is model:
+            with contextlib.suppress(VerifixError):  # raised when the model changed since: nothing to put back
+                corrector.revert()  # e.g. an α search that failed half-way holds projected weights
+        output_dir = getattr(args, "output_dir", None)
+        if not isinstance(model, nn.Module) or not output_dir:
+            return "The trained model in memory was not changed"
+        target = Path(output_dir) / self.output_subdir / "uncorrected_model"
+        if not (is_main_process() and getattr(args, "process_index", 0) == 0):
+            return f"The trained model was not changed; the main process saves it to {str(target)!r}"
+        from ..corrector import save_model
+        from ..staging import staged_directory
+
+        try:
+            with staged_directory(target) as staging:
+                save_model(model, staging)
+        except Exception as save_error:  # the original error matters more; say why nothing was saved
+            return f"The trained model in memory was not changed; saving it to {str(target)!r} failed ({save_error})"
+        return (
+            f"The trained model was not changed and was saved to {str(target)!r} (uncorrected), so no training is "
+            "lost; correct it from there with ProjectionCorrector or `hf-verifix correct --model` once fixed"
+        )
 
     # ------------------------------------------------------------------ the correction
     def _correct(
@@ -469,6 +521,14 @@ class SAPCallback(TrainerCallback):
         tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, path)
         return target
+
+
+def _add_note(err: BaseException, note: str) -> None:
+    """Append ``note`` to ``err``'s message (its first argument when that is the message, else a PEP 678 note)."""
+    if len(err.args) == 1 and isinstance(err.args[0], str):
+        err.args = (f"{err.args[0]}. {note}",)
+    elif hasattr(err, "add_note"):
+        err.add_note(note)
 
 
 def _is_reporting_integration(callback: Any) -> bool:
