@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from hf_verifix import ProjectionCorrector
 from hf_verifix.cli import main
@@ -32,7 +31,7 @@ from hf_verifix.hub import HubError, LoadError, load_data, load_model, push_fold
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer
-from testing_utils import run_launched
+from testing_utils import run_launched, write_image_folder
 
 FAKE_TOKEN = "hf_FAKEtokenDoNotLeak0123456789abcdef"
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -66,14 +65,7 @@ def _tiny_timm(folder: Path) -> torch.nn.Module:
 
 
 def _image_folder(root: Path) -> None:
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", 8), ("validation", 3)):
-        for label in range(CLASSES):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 90, (32, 32, 3)) + 70 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    write_image_folder(root, CLASSES, {"train": 8, "validation": 3})
 
 
 def _seed_cache(cache: Path, repo_id: str, folder: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from testing_utils import write_image_folder
 from torch import nn
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
@@ -66,14 +66,7 @@ def _vit_config(folder: Path) -> None:
 
 
 def _image_folder(root: Path) -> None:
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", 4), ("validation", 2)):
-        for label in range(CLASSES):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 90, (32, 32, 3)) + 70 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    write_image_folder(root, CLASSES, {"train": 4, "validation": 2})
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

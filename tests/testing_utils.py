@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 # Words gloo/c10d print when the rendezvous port was taken between free_port() and the launch.
 _PORT_TAKEN = ("EADDRINUSE", "address already in use", "Address already in use")
@@ -49,3 +50,18 @@ def run_launched(
         if done.returncode == 0 or attempt or not any(word in done.stderr for word in _PORT_TAKEN):
             return done
     raise AssertionError("unreachable")
+
+
+def write_image_folder(root: Path, classes: int, per_class: dict[str, int]) -> None:
+    """Write an image folder ``root/<split>/class<k>/<i>.png`` of seeded 32×32 RGB images, brighter per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in per_class.items():
+        for label in range(classes):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 90, (32, 32, 3)) + 70 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
