@@ -634,7 +634,22 @@ def _correction_config(
     from .errors import ConfigError
 
     try:
-        return _build_config(CorrectionConfig, args, image_column, label_column)
+        return CorrectionConfig(
+            n_trusted=args.n_trusted,
+            selector=args.selector,
+            selector_kwargs=args.selector_kwargs,
+            per_class=args.per_class,
+            target_modules=args.target_modules,
+            exclude_modules=args.exclude_modules,
+            on_uncorrectable=args.on_uncorrectable,
+            recalibrate_batchnorm=args.recalibrate_batchnorm,
+            batch_size=args.batch_size,
+            image_column=image_column,
+            label_column=label_column,
+            seed=args.seed,
+            progress=not args.no_progress,
+            **({"alpha": args.alpha} if args.alpha else {}),
+        )
     except ConfigError as err:
         field = re.match(r"(?:every )?(\w+)", str(err))
         flag = _CONFIG_FLAGS.get(field[1] if field else "")
@@ -657,25 +672,9 @@ _CONFIG_FLAGS = {
 }
 
 
-def _build_config(
-    config_class: Any, args: argparse.Namespace, image_column: str | None, label_column: str | None
-) -> Any:
-    return config_class(
-        n_trusted=args.n_trusted,
-        selector=args.selector,
-        selector_kwargs=args.selector_kwargs,
-        per_class=args.per_class,
-        target_modules=args.target_modules,
-        exclude_modules=args.exclude_modules,
-        on_uncorrectable=args.on_uncorrectable,
-        recalibrate_batchnorm=args.recalibrate_batchnorm,
-        batch_size=args.batch_size,
-        image_column=image_column,
-        label_column=label_column,
-        seed=args.seed,
-        progress=not args.no_progress,
-        **({"alpha": args.alpha} if args.alpha else {}),
-    )
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing folder above ``path`` that is really a file (nothing can be written below it), or None."""
+    return next((p for p in path.absolute().parents if p.exists() and not p.is_dir()), None)
 
 
 def _check_output_dir(output: Path) -> None:
@@ -685,7 +684,7 @@ def _check_output_dir(output: Path) -> None:
             f"--output-dir {str(output)!r} is a file, not a folder; choose another --output-dir (or move the file "
             "away). Checked before correcting, so nothing was computed"
         )
-    blocking = next((p for p in output.absolute().parents if p.exists() and not p.is_dir()), None)
+    blocking = _blocking_file(output)
     if blocking is not None:
         raise NotADirectoryError(
             f"--output-dir {str(output)!r} cannot be created: {str(blocking)!r} is a file, not a folder; choose "
@@ -700,7 +699,7 @@ def _check_output_file(path: Path, example: str) -> None:
             f"--output {str(path)!r} is a folder; pass a file path inside it such as "
             f"{str(path / example)!r}. Checked before loading, so nothing was computed"
         )
-    blocking = next((p for p in path.absolute().parents if p.exists() and not p.is_dir()), None)
+    blocking = _blocking_file(path)
     if blocking is not None:
         raise NotADirectoryError(
             f"--output {str(path)!r} cannot be written: {str(blocking)!r} is a file, not a folder; pass another "
