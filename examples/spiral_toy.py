@@ -292,14 +292,12 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.copyfile(figure, ASSETS_DIR / "spiral_toy.png")
             summary["asset"] = str(ASSETS_DIR / "spiral_toy.png")
     if args.report:
-        from hf_verifix.report import write_correction_report
+        from hf_verifix.reporting.report import write_correction_report
 
         summary["report"] = str(
             write_correction_report(
-                corrector,
+                corrector.result(train_y, eval_data=TensorDataset(test_x, test_y)),
                 output / "report",
-                eval_data=TensorDataset(test_x, test_y),
-                clean_labels=train_y,
                 class_names=["spiral 0", "spiral 1"],
             )
         )

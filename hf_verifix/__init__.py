@@ -8,23 +8,25 @@ Example:
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
 from .config import CorrectionConfig
-from .corrector import AlphaSearchResult, ProjectionCorrector
+from .corrector import ProjectionCorrector
 from .errors import ConfigError, DataError, InputTypeError, LayerError, NumericalError, VerifixError
-from .integrations import SAPCallback
+from .results import AlphaSearchResult, CorrectionResult, Evaluation
 from .selection import get_selector, list_selectors, register_selector
 
 if TYPE_CHECKING:
+    from .integrations.trainer import SAPCallback
     from .metrics import Accuracy
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Accuracy",
     "AlphaSearchResult",
     "ConfigError",
     "CorrectionConfig",
+    "CorrectionResult",
     "DataError",
+    "Evaluation",
     "InputTypeError",
     "LayerError",
     "NumericalError",
@@ -38,9 +40,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # `Accuracy` is an `evaluate.Metric`; importing `evaluate` takes seconds, so it is only imported when asked for.
+    # Imported when first used: `Accuracy` needs `evaluate` and `SAPCallback` the Trainer machinery (seconds each).
     if name == "Accuracy":
         from .metrics import Accuracy
 
         return Accuracy
+    if name == "SAPCallback":
+        from .integrations.trainer import SAPCallback
+
+        return SAPCallback
     raise AttributeError(f"module 'hf_verifix' has no attribute {name!r}")

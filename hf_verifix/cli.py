@@ -24,12 +24,13 @@ import platform
 import re
 import shlex
 import sys
-import tempfile
 import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .results import format_alpha
 
 __all__ = ["build_parser", "environment_report", "main"]
 
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------------------- helpers
 def _main_process() -> bool:
-    from .distributed import is_main_process
+    from .utils.distributed import is_main_process
 
     return is_main_process()
 
@@ -421,8 +422,8 @@ def _align_labels(loaded: Any, data: Any, args: argparse.Namespace) -> None:
     """
     if not getattr(args, "align_labels", False):
         return
-    from .data.source import model_class_names
     from .errors import DataError
+    from .models.adapters import class_names as model_class_names
 
     column = data.reference_column or data.label_column
     names = model_class_names(loaded.model)
@@ -527,15 +528,11 @@ def _default_output_dir(model: str) -> Path:
     return Path(f"{Path(name).stem}-sap")
 
 
-def _format_alpha(alpha: float | None) -> str:
-    return "none" if alpha is None else f"{alpha:g}"
-
-
 def _reproduce_command(args: argparse.Namespace, loaded: Any, train: Any, alphas: list[float] | None) -> str:
     """The ``hf-verifix correct`` command of this run, for the card: local paths by their base names (run it from
     the folder holding the model and data), Hub IDs as given, no secrets."""
     from .hub import scrub_secrets
-    from .model_card import shareable_name
+    from .reporting.model_card import shareable_name
 
     def local(path: str) -> str:
         return shareable_name(path, is_hub=False)
@@ -575,9 +572,9 @@ def _reproduce_command(args: argparse.Namespace, loaded: Any, train: Any, alphas
         if args.per_class:
             parts.append("--per-class")
     if alphas is None:
-        parts += ["--alpha", _format_alpha(args.alpha)]
+        parts += ["--alpha", format_alpha(args.alpha)]
     else:
-        parts += ["--alphas", ",".join(_format_alpha(a) for a in alphas)]
+        parts += ["--alphas", ",".join(format_alpha(a) for a in alphas)]
     if args.recalibrate_batchnorm:
         parts.append("--recalibrate-batchnorm")
     if args.target_modules:
@@ -600,7 +597,8 @@ def _check_selector(name: str) -> None:
 
 def _check_repo_before_work(repo_id: str, overwrite: bool) -> None:
     """Refuse at once, before any computation, a push that cannot happen or would replace a model or card."""
-    from .hub import _PROTECTED, HubError, repo_clashes, scrub_secrets
+    from .hub import HubError, repo_clashes, scrub_secrets
+    from .results import output_files
 
     if not _main_process():
         return
@@ -614,7 +612,7 @@ def _check_repo_before_work(repo_id: str, overwrite: bool) -> None:
     if overwrite:
         return
     try:
-        clashes = repo_clashes(repo_id, list(_PROTECTED))
+        clashes = repo_clashes(repo_id, list(output_files()))
     except Exception as err:  # the Hub may be back by the end: the final push reports any real failure
         reason = scrub_secrets(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
         _warn(f"could not check {repo_id!r} on the Hub before correcting ({reason}); correcting anyway")
@@ -710,8 +708,8 @@ def _check_output_file(path: Path, example: str) -> None:
 # ---------------------------------------------------------------------------------------------------------- commands
 def _cmd_correct(args: argparse.Namespace) -> int:
     from . import ProjectionCorrector
-    from .hub import _protected_files, is_repo_id
-    from .metrics import source_accuracy
+    from .integrations.export import protected_files
+    from .utils.hub import is_repo_id
 
     _check_selector(args.selector)
     if args.eval_noisy_labels and not args.eval_split:
@@ -728,7 +726,7 @@ def _cmd_correct(args: argparse.Namespace) -> int:
     args.output_dir = str(args.output_dir or _default_output_dir(args.model))
     output = Path(args.output_dir)
     _check_output_dir(output)
-    existing = _protected_files(output) if output.is_dir() else []
+    existing = protected_files(output)
     if existing and not args.overwrite:
         raise FileExistsError(
             f"{str(output)!r} already holds {', '.join(existing)}; pass --overwrite to replace them, or choose "
@@ -736,8 +734,7 @@ def _cmd_correct(args: argparse.Namespace) -> int:
         )
     if args.push_to_hub:
         _check_repo_before_work(args.push_to_hub, args.overwrite)
-    progress = not args.no_progress
-    from .distributed import process_rank_and_count
+    from .utils.distributed import process_rank_and_count
 
     world = process_rank_and_count()[1]
     if world > 1:
@@ -777,63 +774,48 @@ def _cmd_correct(args: argparse.Namespace) -> int:
 
     config = _correction_config(args, train.image_column, train.label_column)
     trusted = _read_trusted(args.trusted, train) if args.trusted else None
-    corrector = ProjectionCorrector(loaded.model, config)
-    _run_quietly(corrector.fit, train.dataset, trusted_indices=trusted, transform=loaded.transform)
-
-    alphas: list[float] | None = None
-    before = after = None
-    if evaluation is not None and args.alpha is None:
-        alphas = list(args.alphas or config.alpha_grid)
-        result = _run_quietly(corrector.search_alpha, evaluation.dataset, alphas=alphas, transform=loaded.transform)
-        before, after = result.baseline_accuracy, result.best_accuracy
-        if result.best_alpha is None:
-            _warn("no α beat the uncorrected model on the held-out split; the weights are left unchanged")
-    else:
-        if args.alpha is None:
-            args.alpha = config.alpha
-            _warn(f"no --eval-split: applying α = {config.alpha:g} without checking it on held-out data")
-        if evaluation is not None:
-            before = source_accuracy(loaded.model, _source(loaded, evaluation, args.batch_size), progress)
-        _run_quietly(corrector.apply, args.alpha)
-        if evaluation is not None:
-            after = source_accuracy(loaded.model, _source(loaded, evaluation, args.batch_size), progress)
-
     clean = train.labels(train.reference_column) if train.reference_column else None
-    with tempfile.TemporaryDirectory(prefix="hf_verifix_report_") as report_dir:
-        report = None
-        if evaluation is not None and not args.no_report:
-            if importlib.util.find_spec("matplotlib") is None:
-                _warn("matplotlib is not installed, so the card has no report figures (pip install matplotlib)")
-            else:  # every process: the report's evaluation passes are collective
-                report = _run_quietly(
-                    corrector.write_report,
-                    report_dir,
-                    eval_data=evaluation.dataset,
-                    clean_labels=clean,
-                    transform=loaded.transform,
-                )
-        if not _main_process():
-            return 0
-        _save_and_push(args, corrector, loaded, train, evaluation, output, alphas, before, after, clean, report)
+    if evaluation is None and args.alpha is None:
+        args.alpha = config.alpha  # for the command the card shows
+        _warn(f"no --eval-split: applying α = {format_alpha(config.alpha)} without checking it on held-out data")
+    corrector = ProjectionCorrector(loaded.model, config)
+    result = _run_quietly(
+        corrector.correct,
+        train.dataset,
+        evaluation.dataset if evaluation is not None else None,
+        alpha=args.alpha,
+        alphas=args.alphas if evaluation is not None and args.alpha is None else None,
+        trusted_indices=trusted,
+        transform=loaded.transform,
+        clean_labels=clean,
+    )
+    alphas = None if result.search is None else list(result.search.curve)
+    if result.search is not None and result.search.best_alpha is None:
+        _warn("no α beat the uncorrected model on the held-out split; the weights are left unchanged")
+    report = evaluation is not None and not args.no_report
+    if report and importlib.util.find_spec("matplotlib") is None:
+        _warn("matplotlib is not installed, so the card has no report figures (pip install matplotlib)")
+        report = False
+    if _main_process():
+        _save_and_push(args, corrector, result, loaded, train, evaluation, output, alphas, report)
     return 0
 
 
 def _save_and_push(
     args: argparse.Namespace,
     corrector: Any,
+    result: Any,
     loaded: Any,
     train: Any,
     evaluation: Any,
     output: Path,
     alphas: list[float] | None,
-    before: float | None,
-    after: float | None,
-    clean: Any,
-    report: Path | None,
+    report: bool,
 ) -> None:
     """Main process: write the corrected model, its card (embedding the report's figures) and push it if asked."""
-    from .hub import push_folder, save_corrected
-    from .model_card import CardInfo, shareable_name
+    from .integrations.export import save_corrected
+    from .integrations.hub import push_folder
+    from .reporting.model_card import CardInfo, shareable_name
 
     card = CardInfo(
         model_name=(args.push_to_hub or output.resolve().name).split("/")[-1],
@@ -854,28 +836,29 @@ def _save_and_push(
             if args.noisy_label_column
             else None
         ),
-        accuracy_before=before,
-        accuracy_after=after,
         command=_reproduce_command(args, loaded, train, alphas),
         repo_id=args.push_to_hub,
     )
+    names = _class_names_of(evaluation) if report else None
     save_corrected(
         corrector,
         output,
+        result=result,
         processor=loaded.processor,
         card_info=card,
-        clean_labels=clean,
-        report_dir=report.parent if report is not None else None,
+        report=report,
+        class_names=names,
         overwrite=args.overwrite,
     )
+    before, after = result.accuracy_before, result.accuracy_after
     if before is not None and after is not None:
-        alpha_text = _format_alpha(corrector.applied_alpha)
+        alpha_text = format_alpha(result.alpha)
         _say(f"accuracy on {args.eval_split}: {100 * before:.2f}% before, {100 * after:.2f}% after (α = {alpha_text})")
     else:
-        _say(f"applied α = {_format_alpha(corrector.applied_alpha)} (not evaluated: no --eval-split)")
+        _say(f"applied α = {format_alpha(result.alpha)} (not evaluated: no --eval-split)")
     _say(f"saved the corrected model and its card to {output}")
     if args.push_to_hub:
-        alpha_text = _format_alpha(corrector.applied_alpha)
+        alpha_text = format_alpha(result.alpha)
         url = push_folder(
             output,
             args.push_to_hub,
@@ -884,6 +867,13 @@ def _save_and_push(
             commit_message=f"Upload SAP-corrected {card.base_model} (α = {alpha_text}, hf_verifix)",
         )
         _say(f"pushed to {args.push_to_hub}: {url}")
+
+
+def _class_names_of(evaluation: Any) -> list[str] | None:
+    """The evaluation split's class names when its label column is a ``ClassLabel`` (else the report uses ids)."""
+    feature = evaluation.dataset.features.get(evaluation.label_column)
+    names = getattr(feature, "names", None)
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -1010,7 +1000,7 @@ def environment_report() -> dict[str, str]:
         >>> "huggingface_hub" in environment_report()
         True
     """
-    from . import __version__
+    from ._version import __version__
     from .hub import resolve_endpoint, scrub_secrets
 
     report = {
@@ -1090,10 +1080,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    from .staging import terminate_as_exit
+    from .utils.staging import terminate_as_exit
 
     if getattr(args, "no_progress", False):
-        from .progress import disable_ecosystem_progress_bars
+        from .utils.progress import disable_ecosystem_progress_bars
 
         disable_ecosystem_progress_bars()  # the Hub's, datasets' and transformers' bars too
     try:

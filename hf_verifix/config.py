@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import numbers
 import os
 import re
@@ -14,20 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._validation import valid_alpha as _valid_alpha
 from .errors import ConfigError, describe_value
+from .results import CONFIG_NAME
 
 __all__ = ["CONFIG_NAME", "CorrectionConfig", "available_devices", "unavailable_device"]
-
-CONFIG_NAME = "correction_config.json"
 
 
 # torch.manual_seed accepts seeds up to 2**64 - 1; numpy's generators need non-negative seeds.
 _MAX_SEED = 2**64 - 1
 _MAX_SEED_TEXT = "2**64 - 1"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -239,16 +234,6 @@ class CorrectionConfig:
             return cls.from_dict(data)
         except ConfigError as err:
             raise ConfigError(f"invalid correction config {str(source)!r}: {err}") from err
-
-
-def _valid_alpha(value: Any, name: str) -> float:
-    try:
-        number = float(value) if _is_number(value) else math.nan
-    except OverflowError:  # an int or Fraction too large for a float
-        number = math.inf
-    if not math.isfinite(number) or number <= 0:
-        raise ConfigError(f"{name} must be a finite number > 0 (e.g. 3e4), got {describe_value(value)}")
-    return number
 
 
 def _valid_selector_kwargs(value: Any) -> dict[str, Any] | None:

@@ -99,3 +99,23 @@ def describe_value(value: Any) -> str:
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+class HubError(VerifixError, OSError):
+    """Talking to the Hub failed (unreachable, refused credentials, a repo that already holds a model...).
+
+    The message says what to do and, for a push, where the local copy is.
+
+    Example:
+        >>> isinstance(HubError("push failed"), OSError)
+        True
+    """
+
+
+class LoadError(VerifixError, OSError):
+    """A model or dataset could not be found or loaded; the message names what was tried and the fix.
+
+    Example:
+        >>> issubclass(LoadError, VerifixError)
+        True
+    """

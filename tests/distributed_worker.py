@@ -14,8 +14,8 @@ from torch.utils.data import TensorDataset
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
 from hf_verifix.data.source import SampleSource
-from hf_verifix.distributed import process_rank_and_count
 from hf_verifix.selection import CurvatureSelector, ExpertSelector, RandomSelector
+from hf_verifix.utils.distributed import process_rank_and_count
 
 
 def model() -> nn.Module:
@@ -59,7 +59,7 @@ def main(output: str) -> None:
             "world": world,
             "state": {k: v.clone() for k, v in corrected.state_dict().items()},
             "projections": {n: p.weight(1e3) for n, p in corrector.projections.items()},
-            "originals": {n: w.clone() for n, w in corrector._original_weights.items()},
+            "originals": {n: w.clone() for n, w in corrector._state.weights.items()},
             "trusted": corrector.trusted_indices,
             "loss_scores": corrector.selection.scores,
             "rows": dict(corrector.layer_rows),

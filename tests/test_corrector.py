@@ -165,7 +165,7 @@ def test_search_alpha_keeps_original_when_nothing_beats_it():
 
 
 def test_model_card_takes_before_and_after_from_the_search_while_the_model_is_as_it_left_it():
-    from hf_verifix.model_card import CardInfo, render_model_card
+    from hf_verifix.reporting.model_card import CardInfo, render_model_card
 
     def scores(corrector: ProjectionCorrector, info: CardInfo | None = None) -> list[float] | None:
         results = render_model_card(corrector.report(), info or CardInfo("m")).data.eval_results

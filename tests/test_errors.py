@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from testing_utils import raises_exactly
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -482,11 +483,9 @@ CASES = [
 
 @pytest.mark.parametrize(("call", "error", "match"), CASES)
 def test_bad_input_raises(call: Callable[[], Any], error: type[BaseException], match: str) -> None:
-    with pytest.raises(error, match=match) as info:
-        call()
-    assert type(info.value) is error, f"expected exactly {error.__name__}, got {type(info.value).__name__}"
+    raised = raises_exactly(call, error, match)
     if error is not TypeError:
-        assert isinstance(info.value, VerifixError)
+        assert isinstance(raised, VerifixError)
 
 
 def test_error_classes_subclass_the_builtins_they_replace() -> None:

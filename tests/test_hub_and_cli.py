@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,11 +26,11 @@ import torch
 from hf_verifix import ProjectionCorrector
 from hf_verifix.cli import main
 from hf_verifix.errors import DataError
-from hf_verifix.hub import HubError, LoadError, load_data, load_model, push_folder, scrub_secrets
+from hf_verifix.hub import HubError, LoadError, load_data, load_model, push_folder, push_to_hub, scrub_secrets
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer
-from testing_utils import run_launched, write_image_folder
+from testing_utils import free_port, run_launched, save_tiny_timm, tiny_vit, write_image_folder
 
 FAKE_TOKEN = "hf_FAKEtokenDoNotLeak0123456789abcdef"
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -41,27 +40,10 @@ CLASSES = 3
 
 # ---------------------------------------------------------------------------------------------------------- fixtures
 def _tiny_vit(folder: Path) -> None:
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+    from transformers import ViTImageProcessor
 
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, num_labels=CLASSES,
-    )  # fmt: skip
-    ViTForImageClassification(config).save_pretrained(folder)
+    tiny_vit(num_labels=CLASSES, image_size=32, patch_size=8).save_pretrained(folder)  # 2 layers, 32 wide, seed 0
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-
-
-def _tiny_timm(folder: Path) -> torch.nn.Module:
-    import timm
-    from timm.models import save_for_hf
-
-    torch.manual_seed(0)
-    # 32x32 inputs (its data config says 160) keep the passes fast.
-    overlay = dict(input_size=(3, 32, 32), crop_pct=1.0)
-    model = timm.create_model("test_resnet", pretrained=False, num_classes=CLASSES, pretrained_cfg_overlay=overlay)
-    save_for_hf(model, str(folder), safe_serialization=True)
-    return model
 
 
 def _image_folder(root: Path) -> None:
@@ -76,13 +58,8 @@ def _seed_cache(cache: Path, repo_id: str, folder: Path) -> None:
     (repo / "refs" / "main").write_text(SNAPSHOT)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and stay fast when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run as fast on one thread, and stay fast when other jobs share the CPU (conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +74,7 @@ def work(tmp_path_factory) -> dict[str, Path]:
         "datasets_cache": root / "datasets_cache",
     }
     _tiny_vit(paths["vit"])
-    _tiny_timm(paths["timm"])
+    save_tiny_timm(paths["timm"], CLASSES)
     _image_folder(paths["images"])
     _seed_cache(paths["cache"], "org/tiny-vit", paths["vit"])
     _seed_cache(paths["cache"], "timm/tiny-resnet", paths["timm"])
@@ -152,12 +129,6 @@ def online(monkeypatch, hub):
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     return hub
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _assert_no_token(*texts: str, folders: tuple[Path, ...] = ()) -> None:
@@ -579,7 +550,7 @@ def test_corrector_push_to_hub_writes_a_card_with_the_search_scores_in_one_commi
     data = torch.utils.data.TensorDataset(torch.randn(30, 12), torch.arange(30) % 3)
     corrector = ProjectionCorrector(model, n_trusted=6, per_class=True, progress=False).fit(data)
     search = corrector.search_alpha(torch.utils.data.TensorDataset(torch.randn(20, 12), torch.arange(20) % 3))
-    url = corrector.push_to_hub("tester/linear-sap")
+    url = push_to_hub(corrector, "tester/linear-sap")
     repo = online.repo("tester/linear-sap")
     assert url and len(repo.commits) == 1
     assert {"README.md", "model.safetensors", "correction_config.json", "correction_report.json"} <= set(repo.files)
@@ -591,11 +562,11 @@ def test_corrector_push_to_hub_writes_a_card_with_the_search_scores_in_one_commi
     with pytest.raises(
         HubError, match=r"already holds .*overwrite=True.*Nothing was lost: the model and its card"
     ) as info:
-        corrector.push_to_hub("tester/linear-sap")
+        push_to_hub(corrector, "tester/linear-sap")
     kept = Path(str(info.value).split("card are in '")[1].split("'")[0])  # the folder the message names exists
     assert (kept / "model.safetensors").is_file() and len(repo.commits) == 1
     shutil.rmtree(kept.parent)
-    assert corrector.push_to_hub("tester/linear-sap", overwrite=True) and len(repo.commits) == 2
+    assert push_to_hub(corrector, "tester/linear-sap", overwrite=True) and len(repo.commits) == 2
 
 
 @pytest.mark.hub
@@ -621,7 +592,7 @@ def test_failed_pushes_keep_the_output_and_name_it(work, corrected_vit, online, 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
     # An unreachable Hub at the end of a correction: the model and card are on disk, the message says where.
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     output = tmp_path / "kept"
     argv = ["correct", "--model", str(work["vit"]), *_data_args(work), "--n-trusted", "6", "--alpha", "1e4",
             "--output-dir", str(output), "--push-to-hub", "tester/unreachable"]  # fmt: skip

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
-from hf_verifix.staging import staged_directory
+from hf_verifix.utils.staging import staged_directory
 
 N_SAMPLES = 48
 
@@ -271,8 +271,8 @@ def test_sigint_while_moving_files_into_an_existing_folder_is_held_until_all_are
 
 def test_save_corrected_writes_model_and_card_in_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while the card is written (after the model): no folder holding a model without its card."""
-    import hf_verifix.hub as hub
-    from hf_verifix.model_card import CardInfo
+    import hf_verifix.integrations.export as export
+    from hf_verifix.reporting.model_card import CardInfo
 
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(8, 3, generator=generator), torch.arange(8) % 2)
@@ -283,13 +283,13 @@ def test_save_corrected_writes_model_and_card_in_one_step(tmp_path: Path, monkey
         written.extend(sorted(p.name for p in staging.iterdir()))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hub, "write_model_card", interrupted_card)
+    monkeypatch.setattr(export, "write_model_card", interrupted_card)
     with pytest.raises(KeyboardInterrupt):
-        hub.save_corrected(corrector, tmp_path / "out", card_info=CardInfo("demo"))
+        export.save_corrected(corrector, tmp_path / "out", card_info=CardInfo("demo"))
     assert written == OUTPUT_FILES  # the model had been written (staged) when the card was interrupted
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    folder = hub.save_corrected(
+    folder = export.save_corrected(
         corrector, tmp_path / "out", card_info=CardInfo("demo")
     )  # the re-run needs no --overwrite
     assert sorted(p.name for p in folder.iterdir()) == sorted([*OUTPUT_FILES, "README.md"])

@@ -21,11 +21,12 @@ import timm
 import torch
 from PIL import Image
 from safetensors.torch import load_model
+from testing_utils import tiny_vit  # 2 layers, 32 wide, 16x16 images in 4x4 patches, 3 labels, seed 0
 from timm.layers import Conv2dSame, ConvNormAct, StdConv2d
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms
-from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+from transformers import ViTForImageClassification, ViTImageProcessor
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
 from hf_verifix.errors import DataError, LayerError
@@ -144,24 +145,6 @@ def small_cnn() -> nn.Module:
         nn.Flatten(),
         nn.Linear(8, 3),
     )
-
-
-def tiny_vit_config() -> ViTConfig:
-    return ViTConfig(
-        num_hidden_layers=2,
-        hidden_size=32,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=16,
-        patch_size=4,
-        num_channels=3,
-        num_labels=3,
-    )
-
-
-def tiny_vit() -> ViTForImageClassification:
-    torch.manual_seed(0)
-    return ViTForImageClassification(tiny_vit_config())
 
 
 def weights_of(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from testing_utils import tiny_vit
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -29,21 +30,9 @@ def small_conv_net() -> nn.Module:
     )
 
 
-def tiny_vit() -> nn.Module:
-    from transformers import ViTConfig, ViTForImageClassification
-
-    torch.manual_seed(0)
-    config = ViTConfig(
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        image_size=8,
-        patch_size=4,
-        num_channels=3,
-        num_labels=4,
-    )
-    return ViTForImageClassification(config).eval()
+def small_vit() -> nn.Module:
+    """2 layers, 16 wide, 8x8 images in 4x4 patches, 4 labels, seed 0, in eval mode."""
+    return tiny_vit(num_labels=4, image_size=8, hidden_size=16, intermediate_size=32).eval()
 
 
 def materialised_rows(model: nn.Module, inputs: torch.Tensor) -> dict[str, list[torch.Tensor]]:
@@ -93,7 +82,7 @@ def reference_projection(weight: torch.Tensor, mats: list[torch.Tensor], alpha: 
 
 
 @pytest.mark.parametrize("alpha", [1e2, 3e4, 1e6])
-@pytest.mark.parametrize("build, shape", [(small_conv_net, (3, 12, 12)), (tiny_vit, (3, 8, 8))], ids=["conv", "vit"])
+@pytest.mark.parametrize("build, shape", [(small_conv_net, (3, 12, 12)), (small_vit, (3, 8, 8))], ids=["conv", "vit"])
 def test_streamed_gram_matches_explicit_svd(build, shape, alpha):
     model = build()
     torch.manual_seed(1)

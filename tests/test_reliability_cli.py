@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from testing_utils import write_image_folder
+from testing_utils import save_tiny_timm, write_image_folder
 from torch import nn
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
@@ -45,16 +45,6 @@ class _RunsCode:
         return (open, (str(self.marker), "w"))
 
 
-def _tiny_timm(folder: Path) -> None:
-    import timm
-    from timm.models import save_for_hf
-
-    torch.manual_seed(0)
-    overlay = dict(input_size=(3, 32, 32), crop_pct=1.0)
-    model = timm.create_model("test_resnet", pretrained=False, num_classes=CLASSES, pretrained_cfg_overlay=overlay)
-    save_for_hf(model, str(folder), safe_serialization=True)
-
-
 def _vit_config(folder: Path) -> None:
     from transformers import ViTConfig
 
@@ -77,7 +67,7 @@ def work(tmp_path_factory) -> dict[str, str]:
     """A tiny timm model folder, an image folder, label files and one broken artefact per loading failure."""
     root = tmp_path_factory.mktemp("reliability")
     paths: dict[str, Path] = {"root": root, "timm": root / "timm", "images": root / "images", "dcache": root / "dc"}
-    _tiny_timm(paths["timm"])
+    save_tiny_timm(paths["timm"], CLASSES)
     _image_folder(paths["images"])
     weights = (paths["timm"] / "model.safetensors").read_bytes()
     paths["missing"] = root / "no-such-model"
@@ -537,7 +527,7 @@ def test_card_reports_and_command_name_local_paths_by_base_name(
     assert command == (
         "hf-verifix correct --model timm --dataset images --split train --eval-split validation "
         "--eval-noisy-labels eval_noisy.json --image-column image --label-column label --noisy-labels noisy.txt "
-        "--selector loss --n-trusted 6 --alphas 10,1000 --batch-size 64 --seed 0 --output-dir out"
+        "--selector loss --n-trusted 6 --alphas 10,1e3 --batch-size 64 --seed 0 --output-dir out"
     )
     assert "This model is `timm` repaired" in card and "Accuracy on `images`, split `validation`" in card
 
@@ -553,7 +543,7 @@ def test_card_reports_and_command_name_local_paths_by_base_name(
 
 
 def test_hub_ids_stay_as_given_in_the_card() -> None:
-    from hf_verifix.model_card import CardInfo, render_model_card
+    from hf_verifix.reporting.model_card import CardInfo, render_model_card
 
     report = {"config": {}, "applied_alpha": 1e4, "trusted": {"count": 1, "selector": "loss"}, "layers": {}}
     hub = CardInfo("m", base_model="org/vit", base_model_is_hub=True, dataset="org/data", dataset_is_hub=True,

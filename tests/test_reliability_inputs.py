@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from testing_utils import raises_exactly, tiny_vit
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms
-from transformers import ViTConfig, ViTForImageClassification
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
 from hf_verifix.data.images import float_image, image_to_tensor
@@ -41,14 +41,6 @@ def mlp(classes: int = 3) -> nn.Module:
 def cnn(classes: int = 3, channels: int = 1) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(channels, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, classes))
-
-
-def tiny_vit() -> ViTForImageClassification:
-    torch.manual_seed(0)
-    config = ViTConfig(
-        num_hidden_layers=1, hidden_size=8, num_attention_heads=2, intermediate_size=8, image_size=16, patch_size=8
-    )
-    return ViTForImageClassification(config)
 
 
 def vectors(n: int = 12, width: int = 4, labels: Any = None, dtype: torch.dtype = torch.float32) -> TensorDataset:
@@ -197,7 +189,11 @@ CASES = [
         id="image-size-in-evaluation",
     ),
     pytest.param(
-        lambda: fit(tiny_vit(), images(size=8, channels=3)),
+        # 1 layer, 8 wide, 16x16 images in 8x8 patches, ViTConfig's default 2 labels: fed 8x8 images.
+        lambda: fit(
+            tiny_vit(num_labels=2, patch_size=8, hidden_size=8, num_hidden_layers=1, intermediate_size=8),
+            images(size=8, channels=3),
+        ),
         DataError,
         r"inputs of shape \(6, 3, 8, 8\): Input image size \(8\*8\) doesn't match model \(16\*16\).*its config "
         r"gives image_size=16; pass inputs of the shape",
@@ -429,10 +425,7 @@ CASES = [
 
 @pytest.mark.parametrize(("call", "error", "match"), CASES)
 def test_bad_input_raises(call: Callable[[], Any], error: type[BaseException], match: str) -> None:
-    with pytest.raises(error, match=match) as info:
-        call()
-    assert type(info.value) is error, f"expected exactly {error.__name__}, got {type(info.value).__name__}"
-    assert isinstance(info.value, VerifixError)
+    assert isinstance(raises_exactly(call, error, match), VerifixError)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,11 +21,11 @@ from torch.utils.data import TensorDataset
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
 from hf_verifix.errors import ConfigError, DataError, NumericalError, VerifixError
-from hf_verifix.hub import save_corrected
+from hf_verifix.hub import push_to_hub, save_corrected
 from hf_verifix.projection.spectrum import decompose, importance_scaling
 from hf_verifix.projection.update import LayerProjection
 from hf_verifix.selection import base as selection_base
-from hf_verifix.staging import staged_directory
+from hf_verifix.utils.staging import staged_directory
 
 U64 = torch.finfo(torch.float64).eps / 2
 EPS32 = torch.finfo(torch.float32).eps
@@ -75,7 +75,7 @@ def test_fit_after_training_keeps_the_trained_weights_and_fits_them():
     assert_state_equal(model, trained)
     modules = dict(model.named_modules())
     for name in corrector.projections:
-        assert torch.equal(corrector._original_weights[name], modules[name].weight)
+        assert torch.equal(corrector._state.weights[name], modules[name].weight)
     corrector.apply(1e4)
     assert torch.equal(corrector.revert()[0].weight, trained["0.weight"])
 
@@ -115,7 +115,8 @@ def test_apply_revert_and_reports_keep_working_while_nothing_else_changes_the_mo
     corrector = corrector_for(model).fit(train)
     corrector.search_alpha(train, alphas=[10.0, 1e4])
     corrector.apply(1e2)
-    corrector.write_report(tmp_path, eval_data=train)  # snapshots and restores the weights itself
+    corrector.evaluate(train, alpha=1e4)  # projects, then restores the weights itself
+    corrector.result(eval_data=train)  # evaluates the original and the current model, restoring the weights
     corrector.apply(1e5)
     assert_state_equal(corrector.revert(), original)
 
@@ -171,7 +172,7 @@ def test_sigterm_while_staging_removes_the_staging_folder_and_exits_143(tmp_path
         f"""
         import os, signal
         from pathlib import Path
-        from hf_verifix.staging import staged_directory
+        from hf_verifix.utils.staging import staged_directory
         with staged_directory(Path({str(tmp_path / "out")!r})) as staging:
             (staging / "model.safetensors").write_text("half")
             os.kill(os.getpid(), signal.SIGTERM)
@@ -201,7 +202,7 @@ def test_push_to_hub_rejects_a_bad_repo_id_before_writing_anything(repo_id):
     corrector = corrector_for(mlp()).fit(data())
     before = set(Path(tempfile.gettempdir()).glob("hf_verifix_push_*"))
     with pytest.raises(ConfigError, match=r"repo_id must be a Hub repo ID.*nothing was written"):
-        corrector.push_to_hub(repo_id)
+        push_to_hub(corrector, repo_id)
     assert set(Path(tempfile.gettempdir()).glob("hf_verifix_push_*")) == before
 
 

@@ -1,4 +1,4 @@
-"""The Markdown/PNG correction report (hf_verifix.report) and the two-spiral toy example (examples/spiral_toy.py)."""
+"""The Markdown/PNG correction report (hf_verifix.reporting) and the two-spiral example (examples/spiral_toy.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from hf_verifix import CorrectionConfig, ProjectionCorrector
 pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
 
-from hf_verifix.report import FIGURES, REPORT_FILE, SUMMARY_FILE, write_correction_report  # noqa: E402
+from hf_verifix.reporting.report import FIGURES, REPORT_FILE, SUMMARY_FILE, write_correction_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,9 +91,8 @@ def _assert_valid_png(path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ report
 def test_report_writes_every_figure_and_references_them(tmp_path: Path) -> None:
     corrector, eval_data, clean = _fitted()
-    path = write_correction_report(
-        corrector, tmp_path / "report", eval_data=eval_data, clean_labels=clean, class_names=["a", "b", "c"]
-    )
+    result = corrector.result(clean, eval_data=eval_data)
+    path = write_correction_report(result, tmp_path / "report", class_names=["a", "b", "c"])
     assert path == tmp_path / "report" / REPORT_FILE
     text = path.read_text(encoding="utf-8")
     for name in FIGURES.values():
@@ -110,28 +109,28 @@ def test_model_card_embeds_the_report_figures(tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
     from hf_verifix.hub import save_corrected
-    from hf_verifix.model_card import FIGURE_CAPTIONS, CardInfo
+    from hf_verifix.reporting.model_card import FIGURE_CAPTIONS, CardInfo
 
     corrector, eval_data, clean = _fitted()
-    report = corrector.write_report(tmp_path / "report", eval_data=eval_data, clean_labels=clean)
-    out = save_corrected(corrector, tmp_path / "out", card_info=CardInfo("demo"), report_dir=report.parent)
+    result = corrector.result(clean, eval_data=eval_data)
+    report = write_correction_report(result, tmp_path / "report")
+    out = save_corrected(corrector, tmp_path / "out", result=result, card_info=CardInfo("demo"), report=True)
     card = ModelCard.load(out / "README.md")
     images = [line for line in card.text.splitlines() if line.startswith("![")]
     assert images == [f"![{FIGURE_CAPTIONS[key]}]({name})" for key, name in FIGURES.items()]
-    for name in [*FIGURES.values(), REPORT_FILE]:
-        assert (out / name).read_bytes() == (report.parent / name).read_bytes()
+    assert (out / REPORT_FILE).read_bytes() == (report.parent / REPORT_FILE).read_bytes()
+    for name in FIGURES.values():
+        _assert_valid_png(out / name)
     assert not (out / "alpha_search.png").exists()  # the report's α curve is the card's α plot
-    with pytest.raises(FileNotFoundError, match=r"holds no report\.md"):
-        save_corrected(corrector, tmp_path / "out2", card_info=CardInfo("demo"), report_dir=tmp_path)
-    assert not (tmp_path / "out2").exists()  # refused before writing anything
 
 
-def test_report_restores_weights_and_applied_alpha_exactly(tmp_path: Path) -> None:
+def test_evaluate_restores_weights_and_applied_alpha_exactly(tmp_path: Path) -> None:
     corrector, eval_data, _ = _fitted()
     corrector.apply(1e3)  # an α other than the search's best, to be restored as found
     before, timings = _state(corrector), dict(corrector.timings)
-    write_correction_report(corrector, tmp_path, eval_data=eval_data, alpha=10.0)
+    evaluation = corrector.evaluate(eval_data, alpha=10.0)
     after = _state(corrector)
+    assert evaluation.alpha == 10.0
     assert corrector.applied_alpha == 1e3
     assert corrector.timings == timings
     assert before.keys() == after.keys()
@@ -139,17 +138,20 @@ def test_report_restores_weights_and_applied_alpha_exactly(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("applied", [None, 1e6])
-def test_report_restores_batchnorm_state(tmp_path: Path, applied: float | None) -> None:
+def test_result_evaluation_restores_batchnorm_state(tmp_path: Path, applied: float | None) -> None:
     corrector, eval_data, _ = _fitted(recalibrate=True, search=False)
     if applied is None:
         corrector.revert()
     else:
         corrector.apply(applied)
     before = _state(corrector)
-    path = write_correction_report(corrector, tmp_path, eval_data=eval_data, alpha=None if applied else 1e3)
+    result = corrector.result(eval_data=eval_data)
+    if applied is None:
+        corrector.evaluate(eval_data, alpha=1e3)
     after = _state(corrector)
     assert corrector.applied_alpha == applied
     assert all(torch.equal(before[k], after[k]) for k in before)
+    path = write_correction_report(result, tmp_path)
     text = path.read_text(encoding="utf-8")
     assert "`search_alpha` was not run" in text
     assert not (tmp_path / FIGURES["alpha_curve"]).exists()
@@ -158,7 +160,7 @@ def test_report_restores_batchnorm_state(tmp_path: Path, applied: float | None) 
 def test_report_without_eval_data_or_applied_alpha(tmp_path: Path) -> None:
     corrector, _, _ = _fitted(search=False)
     corrector.revert()
-    path = write_correction_report(corrector, tmp_path)
+    path = write_correction_report(corrector.result(), tmp_path)
     text = path.read_text(encoding="utf-8")
     assert "No `eval_data` was given" in text
     assert "config.alpha, not applied" in text
@@ -173,7 +175,7 @@ def test_report_without_eval_data_or_applied_alpha(tmp_path: Path) -> None:
 def test_report_rejects_too_few_class_names(tmp_path: Path) -> None:
     corrector, eval_data, _ = _fitted(search=False)
     with pytest.raises(ValueError, match="class_names holds 2 names"):
-        write_correction_report(corrector, tmp_path, eval_data=eval_data, class_names=["a", "b"])
+        write_correction_report(corrector.result(eval_data=eval_data), tmp_path, class_names=["a", "b"])
 
 
 def test_report_renders_headless_without_touching_pyplot(tmp_path: Path) -> None:
@@ -183,11 +185,11 @@ def test_report_renders_headless_without_touching_pyplot(tmp_path: Path) -> None
         import sys, torch
         from torch.utils.data import TensorDataset
         from hf_verifix import ProjectionCorrector
-        from hf_verifix.report import write_correction_report
+        from hf_verifix.reporting.report import write_correction_report
         data = TensorDataset(torch.randn(40, 3), torch.arange(40) % 2)
-        corrector = ProjectionCorrector(torch.nn.Linear(3, 2), n_trusted=20, progress=False).fit(data)
-        corrector.search_alpha(data, alphas=[10.0, 1e4])
-        write_correction_report(corrector, {str(tmp_path)!r}, eval_data=data)
+        corrector = ProjectionCorrector(torch.nn.Linear(3, 2), n_trusted=20, progress=False)
+        result = corrector.correct(data, data, alphas=[10.0, 1e4])
+        write_correction_report(corrector.result(eval_data=data), {str(tmp_path)!r})
         assert "matplotlib.pyplot" not in sys.modules
         """
     )

@@ -61,13 +61,8 @@ class Blobs:
         return float(self.is_clean[selection.indices].float().mean())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is fastest, and several slow down badly on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These tensors are tiny: one thread is fastest, and several slow down badly on a busy CPU (conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

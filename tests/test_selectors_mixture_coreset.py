@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from hf_verifix.algorithms.facility_location import _Similarity, facility_location
+from hf_verifix.algorithms.mixture import BetaMixture
 from hf_verifix.data.source import SampleSource
 from hf_verifix.errors import ConfigError, DataError, LayerError
-from hf_verifix.facility_location import _Similarity, facility_location
-from hf_verifix.mixture import BetaMixture
 from hf_verifix.noise import symmetric_noise
 from hf_verifix.selection import get_selector, list_selectors
 from hf_verifix.selection.bmm import BMMSelector  # importing the modules registers "bmm" and "coreset"

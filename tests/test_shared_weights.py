@@ -114,7 +114,7 @@ def test_tied_weight_is_projected_once_onto_the_summed_gram() -> None:
 
 
 def test_model_card_names_the_layers_that_share_the_corrected_weight() -> None:
-    from hf_verifix.model_card import CardInfo, render_model_card
+    from hf_verifix.reporting.model_card import CardInfo, render_model_card
 
     corrector = ProjectionCorrector(TiedPair().double(), config()).fit(data(), trusted_indices=TRUSTED)
     text = str(render_model_card(corrector.report(), CardInfo(model_name="tied")))

@@ -10,8 +10,6 @@ errors, and 2 CPU processes under ``accelerate launch`` against 1 process are co
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,18 +18,16 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from testing_utils import launch_command, launch_env
+from testing_utils import coded_images, finish, pixel_dataset, start_worker, tiny_timm_wrapper, tiny_vit
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from transformers import (
-    TimmWrapperConfig,
     TimmWrapperForImageClassification,
     Trainer,
     TrainerCallback,
     TrainerControl,
     TrainerState,
     TrainingArguments,
-    ViTConfig,
     ViTForImageClassification,
     default_data_collator,
 )
@@ -49,45 +45,14 @@ ALPHAS = [1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 1e2, 1e3, 1e4]
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is several times faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These models are tiny: one thread is several times faster than two on a shared 2-core machine (conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def images_and_labels(n: int, seed: int, noise: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Colour- and stripe-coded 3-class images, their noisy labels (a ``noise`` share redrawn) and clean labels."""
-    generator = torch.Generator().manual_seed(seed)
-    clean = torch.arange(n) % 3
-    images = torch.randn(n, *SHAPE, generator=generator)
-    for c in range(3):
-        images[clean == c, c] += 1.0
-    images[clean == 0, :, ::4, :] += 1.0
-    images[clean == 1, :, :, ::4] += 1.0
-    flip = torch.rand(n, generator=generator) < noise
-    noisy = torch.where(flip, (clean + torch.randint(1, 3, (n,), generator=generator)) % 3, clean)
-    return images, noisy, clean
-
-
-def pixel_dataset(images: torch.Tensor, labels: torch.Tensor) -> datasets.Dataset:
-    """A ``datasets.Dataset`` of preprocessed ``pixel_values`` and ``labels`` in torch format."""
-    features = datasets.Features(
-        {"pixel_values": datasets.Array3D(SHAPE, "float32"), "labels": datasets.ClassLabel(num_classes=3)}
-    )
-    data = {"pixel_values": images.numpy(), "labels": labels.numpy()}
-    return datasets.Dataset.from_dict(data, features=features).with_format("torch")
-
-
-def tiny_vit(seed: int = 0) -> ViTForImageClassification:
-    torch.manual_seed(seed)
-    config = ViTConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
-        image_size=16, patch_size=4, num_channels=3, num_labels=3,
-    )  # fmt: skip
-    return ViTForImageClassification(config)
+def images_and_labels(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Colour- and stripe-coded 3-class (3, 16, 16) images, their noisy labels (25% redrawn, each to another class)
+    and their clean labels."""
+    return coded_images(n, seed, stripe_class_1=True, flip_to_other=True)
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -303,8 +268,7 @@ class ClosingIntegration(Recorder):
 
 
 def test_timm_model_through_the_trainer_with_an_epoch_end_correction(tmp_path):
-    torch.manual_seed(0)
-    model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="test_resnet", num_labels=3))
+    model = tiny_timm_wrapper()  # timm's test_resnet, 3 labels, seed 0
     train_x, train_y, _ = images_and_labels(36, seed=2)
     eval_x, eval_y, _ = images_and_labels(21, seed=3)
     callback = SAPCallback(config(n_trusted=12), alphas=[1e2, 1e4], on_epochs=[1])
@@ -452,22 +416,6 @@ def test_unusable_data_and_calls_raise_clear_errors(tmp_path):
 WORKER = Path(__file__).with_name("trainer_worker.py")
 
 
-def start_worker(output: Path, processes: int) -> subprocess.Popen[str]:
-    command = [sys.executable, str(WORKER), str(output)]
-    if processes > 1:
-        command = launch_command(command[1:], processes)
-    return subprocess.Popen(command, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait(worker: subprocess.Popen[str]) -> None:
-    try:
-        output, _ = worker.communicate(timeout=600)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert worker.returncode == 0, output[-6000:]
-
-
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return float(torch.linalg.norm(a - b) / torch.linalg.norm(b).clamp_min(1e-300))
@@ -477,9 +425,10 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_two_processes_correct_exactly_like_one(tmp_path):
     single, double = tmp_path / "one", tmp_path / "two"
     single.mkdir(), double.mkdir()
-    workers = [start_worker(single, 1), start_worker(double, 2)]  # side by side: the runs are independent
+    # Side by side: the runs are independent.
+    workers = [start_worker([str(WORKER), str(single)], 1), start_worker([str(WORKER), str(double)], 2)]
     for worker in workers:
-        wait(worker)
+        finish(worker, timeout=600)
     load = lambda path: torch.load(path, weights_only=False)  # noqa: E731 - files this test just wrote
     one, rank0, rank1 = load(single / "rank0.pt"), load(double / "rank0.pt"), load(double / "rank1.pt")
     assert (one["world"], rank0["world"], rank1["world"]) == (1, 2, 2)

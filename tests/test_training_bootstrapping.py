@@ -21,19 +21,17 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from testing_utils import run_launched
+from testing_utils import pixel_dataset, run_launched, tiny_timm_wrapper
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset, TensorDataset
 from transformers import (
     PrinterCallback,
-    TimmWrapperConfig,
-    TimmWrapperForImageClassification,
     TrainerCallback,
     TrainingArguments,
 )
 
+from hf_verifix.algorithms.mixture import BetaMixture
 from hf_verifix.errors import ConfigError, DataError
-from hf_verifix.mixture import BetaMixture
 from hf_verifix.training.bootstrapping import (
     INDEX_KEY,
     BootstrappingConfig,
@@ -49,14 +47,8 @@ from hf_verifix.training.bootstrapping import (
 )
 from hf_verifix.training.crust import CrustTrainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These models are tiny: one thread is faster than two on a shared 2-core machine (conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,20 +570,11 @@ def image_dataset(n: int, seed: int) -> datasets.Dataset:
         images[clean == c, c] += 1.5
     flip = torch.rand(n, generator=generator) < 0.25
     labels = torch.where(flip, (clean + 1) % 3, clean)
-    features = datasets.Features(
-        {
-            "pixel_values": datasets.Array3D(SHAPE, "float32"),
-            "labels": datasets.ClassLabel(num_classes=3),
-            "note": datasets.Value("string"),
-        }
-    )
-    data = {"pixel_values": images.numpy(), "labels": labels.numpy(), "note": [f"image {i}" for i in range(n)]}
-    return datasets.Dataset.from_dict(data, features=features).with_format("torch")
+    return pixel_dataset(images, labels, notes=[f"image {i}" for i in range(n)])
 
 
 def test_timm_model_trains_with_binomial_guided_mixup_on_a_datasets_dataset(tmp_path):
-    torch.manual_seed(0)
-    model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="test_resnet", num_labels=3))
+    model = tiny_timm_wrapper()  # timm's test_resnet, 3 labels, seed 0
     before = {name: value.detach().clone() for name, value in model.state_dict().items()}
     train, held_out = image_dataset(36, seed=0), image_dataset(18, seed=1)
     config = BootstrappingConfig.for_method("MD-DYR-SH-binomial", warmup_epochs=1, progress=False)
@@ -623,7 +606,7 @@ def test_timm_model_trains_with_binomial_guided_mixup_on_a_datasets_dataset(tmp_
 
 
 def worker(output: str) -> None:
-    from hf_verifix.distributed import process_rank_and_count
+    from hf_verifix.utils.distributed import process_rank_and_count
 
     torch.set_num_threads(1)
     data = noisy_blobs(45, seed=2)  # odd: the shards of the loss pass are unequal

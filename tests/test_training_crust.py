@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -24,35 +23,24 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from testing_utils import launch_command, launch_env
+from testing_utils import coded_images, finish, pixel_dataset, start_worker, tiny_timm_wrapper, tiny_vit
 from torch import nn
 from torch.utils.data import IterableDataset, TensorDataset
 from transformers import (
-    TimmWrapperConfig,
-    TimmWrapperForImageClassification,
     TrainerControl,
     TrainerState,
     TrainingArguments,
-    ViTConfig,
     ViTForImageClassification,
 )
 
+from hf_verifix.algorithms.facility_location import facility_location
 from hf_verifix.errors import ConfigError, DataError, VerifixError
-from hf_verifix.facility_location import facility_location
-from hf_verifix.training import crust
-from hf_verifix.training._common import current_epoch
+from hf_verifix.training._common import EpochCallback, current_epoch
 from hf_verifix.training.crust import CrustConfig, CrustEpoch, CrustTrainer
+from hf_verifix.training.crust import data as crust
 
-SHAPE = (3, 16, 16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread is faster than two on a shared 2-core machine (conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,37 +89,19 @@ def largest_remainder(counts: list[int], k: int) -> list[int]:
 
 
 def images_and_labels(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Colour- and stripe-coded 3-class images with about 25% of the labels redrawn."""
-    generator = torch.Generator().manual_seed(seed)
-    clean = torch.arange(n) % 3
-    images = torch.randn(n, *SHAPE, generator=generator)
-    for c in range(3):
-        images[clean == c, c] += 1.0
-    images[clean == 0, :, ::4, :] += 1.0
-    flip = torch.rand(n, generator=generator) < 0.25
-    return images, torch.where(flip, torch.randint(0, 3, (n,), generator=generator), clean)
+    """Colour- and stripe-coded 3-class (3, 16, 16) images with about 25% of the labels redrawn."""
+    images, labels, _ = coded_images(n, seed)
+    return images, labels
 
 
-def pixel_dataset(images: torch.Tensor, labels: torch.Tensor) -> datasets.Dataset:
+def noted_dataset(images: torch.Tensor, labels: torch.Tensor) -> datasets.Dataset:
     """``pixel_values``/``labels`` in torch format, plus a column the model does not take (the Trainer drops it)."""
-    features = datasets.Features(
-        {
-            "pixel_values": datasets.Array3D(SHAPE, "float32"),
-            "labels": datasets.ClassLabel(num_classes=3),
-            "note": datasets.Value("string"),
-        }
-    )
-    data = {"pixel_values": images.numpy(), "labels": labels.numpy(), "note": ["x"] * len(labels)}
-    return datasets.Dataset.from_dict(data, features=features).with_format("torch")
+    return pixel_dataset(images, labels, notes=["x"] * len(labels))
 
 
-def tiny_vit(seed: int = 0) -> ViTForImageClassification:
-    torch.manual_seed(seed)
-    config = ViTConfig(
-        num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32,
-        image_size=16, patch_size=8, num_channels=3, num_labels=3,
-    )  # fmt: skip
-    return ViTForImageClassification(config)
+def small_vit(seed: int = 0) -> ViTForImageClassification:
+    """1 layer, 16 wide, 16x16 images in 8x8 patches, 3 labels."""
+    return tiny_vit(seed, patch_size=8, hidden_size=16, num_hidden_layers=1, intermediate_size=32)
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -277,12 +247,12 @@ def test_mixup_coefficients_follow_beta_alpha_alpha(alpha, tmp_path):
 
 def test_trainer_steps_see_only_the_mixed_coreset_and_change_the_weights(tmp_path):
     images, labels = images_and_labels(36, seed=1)
-    model = tiny_vit(0)
+    model = small_vit(0)
     before = snapshot(model)
     trainer = Recording(
         model,
         training_args(tmp_path, num_train_epochs=2, logging_strategy="epoch"),
-        train_dataset=pixel_dataset(images, labels),
+        train_dataset=noted_dataset(images, labels),
         crust=CrustConfig(fraction=0.5, mixup_alpha=1.0, progress=False),
     )
     train(trainer)
@@ -328,7 +298,7 @@ def test_trainer_steps_see_only_the_mixed_coreset_and_change_the_weights(tmp_pat
     # The first step's loss, recomputed from the initial weights and the dataset's own labels: the r-weighted mean
     # of λ CE(z, y_member) + (1 - λ) CE(z, y_medoid).
     first = trainer.batches[0]
-    model_at_start = tiny_vit(0)
+    model_at_start = small_vit(0)
     with torch.no_grad():
         logits = model_at_start(pixel_values=first["input"]).logits
         lam, weight = first["crust_lambda"], first["crust_weight"]
@@ -353,14 +323,13 @@ def with_transform(images: torch.Tensor, labels: torch.Tensor) -> datasets.Datas
 
 @pytest.mark.parametrize("data", ["torch_format", "with_transform"])
 def test_timm_model_trains_with_last_layer_proxies(data, tmp_path):
-    torch.manual_seed(0)
-    model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="test_resnet", num_labels=3))
+    model = tiny_timm_wrapper()  # timm's test_resnet, 3 labels, seed 0
     before = snapshot(model)
     images, labels = images_and_labels(24, seed=2)
     trainer = Recording(
         model,
         training_args(tmp_path, per_device_train_batch_size=4),
-        train_dataset=pixel_dataset(images, labels) if data == "torch_format" else with_transform(images, labels),
+        train_dataset=noted_dataset(images, labels) if data == "torch_format" else with_transform(images, labels),
         crust=CrustConfig(fraction=0.5, gradient="last_layer", progress=False),
     )
     train(trainer)
@@ -480,7 +449,7 @@ def test_current_epoch_floors_the_trainer_epoch():
 def test_an_epoch_resumed_in_its_second_half_selects_with_its_own_number(tmp_path):
     x, y = blobs([10, 10, 10], seed=0)
     trainer = CrustTrainer(mlp(0), training_args(tmp_path), train_dataset=TensorDataset(x, y))
-    (select,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, crust._SelectEachEpoch)]
+    (select,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, EpochCallback)]
     with contextlib.redirect_stdout(io.StringIO()):
         select.on_epoch_begin(trainer.args, TrainerState(epoch=2.6), TrainerControl())
     assert trainer.crust_history[-1].epoch == 2
@@ -556,7 +525,7 @@ def test_one_process_sends_an_ok_status_then_the_items(monkeypatch, tmp_path):
 
 def distributed_run(output: Path) -> None:
     """Worker: 1 epoch of CRUST on a tiny MLP; saves the selection and the items this rank trained on."""
-    from hf_verifix.distributed import process_rank_and_count
+    from hf_verifix.utils.distributed import process_rank_and_count
 
     torch.set_num_threads(1)
     x, y = blobs([41, 37, 33], seed=5)  # 111 samples: the proxy shards are unequal
@@ -571,16 +540,10 @@ def distributed_run(output: Path) -> None:
 
 @pytest.mark.distributed
 def test_two_processes_select_the_same_coreset_as_one_and_split_its_items(tmp_path):
-    command = launch_command([__file__, str(tmp_path)])
-    worker = subprocess.Popen(command, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    worker = start_worker([__file__, str(tmp_path)], processes=2)
     (tmp_path / "one").mkdir()
     distributed_run(tmp_path / "one")  # meanwhile, the same run in this process
-    try:
-        output, _ = worker.communicate(timeout=300)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert worker.returncode == 0, output[-6000:]
+    finish(worker, timeout=300)
     load = lambda path: torch.load(path, weights_only=False)  # noqa: E731 - files this test just wrote
     one, rank0, rank1 = load(tmp_path / "one" / "rank0.pt"), load(tmp_path / "rank0.pt"), load(tmp_path / "rank1.pt")
     assert (one["world"], rank0["world"], rank1["world"]) == (1, 2, 2)

@@ -17,39 +17,22 @@ from pathlib import Path
 import datasets
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
+from testing_utils import coded_images, pixel_dataset, tiny_vit
+from transformers import Trainer, TrainingArguments, ViTForImageClassification
 
 from hf_verifix import CorrectionConfig
-from hf_verifix.distributed import process_rank_and_count
 from hf_verifix.integrations import SAPCallback
-
-SHAPE = (3, 16, 16)
+from hf_verifix.utils.distributed import process_rank_and_count
 
 
 def noisy_images(n: int, seed: int) -> datasets.Dataset:
-    """Colour- and stripe-coded 3-class images; about a quarter of the labels are replaced at random."""
-    generator = torch.Generator().manual_seed(seed)
-    clean = torch.arange(n) % 3
-    images = torch.randn(n, *SHAPE, generator=generator)
-    for c in range(3):
-        images[clean == c, c] += 1.0
-    images[clean == 0, :, ::4, :] += 1.0
-    flip = torch.rand(n, generator=generator) < 0.25
-    labels = torch.where(flip, torch.randint(0, 3, (n,), generator=generator), clean)
-    features = datasets.Features(
-        {"pixel_values": datasets.Array3D(SHAPE, "float32"), "labels": datasets.ClassLabel(num_classes=3)}
-    )
-    data = {"pixel_values": images.numpy(), "labels": labels.numpy()}
-    return datasets.Dataset.from_dict(data, features=features).with_format("torch")
+    """Colour- and stripe-coded 3-class (3, 16, 16) images; about a quarter of the labels are replaced at random."""
+    images, labels, _ = coded_images(n, seed)
+    return pixel_dataset(images, labels)
 
 
 def trained_vit(train: datasets.Dataset) -> ViTForImageClassification:
-    torch.manual_seed(0)
-    config = ViTConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
-        image_size=16, patch_size=4, num_channels=3, num_labels=3,
-    )  # fmt: skip
-    model = ViTForImageClassification(config)
+    model = tiny_vit()  # 2 layers, 32 wide, 16x16 images in 4x4 patches, 3 labels, seed 0
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     inputs, labels = train["pixel_values"][:], train["labels"][:]
     for _ in range(5):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError
+from ..models.adapters import model_family
 from ..models.forward import model_input_channels
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def default_image_transform(model: nn.Module) -> Transform:
         3
     """
     channels = model_input_channels(model)
-    if getattr(model, "pretrained_cfg", None) is not None or type(model).__module__.startswith("timm."):
+    if model_family(model) == "timm":
         return _timm_transform(model, channels)
     config = getattr(model, "config", None)
     image_size = getattr(config, "image_size", None)

@@ -12,13 +12,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
-from ..distributed import shard
 from ..errors import DataError
+from ..models.adapters import class_names
 from ..models.forward import as_model_dtype, model_dtype, model_input_channels
-from ..progress import progress_bar
+from ..utils.distributed import shard
+from ..utils.progress import progress_bar
 from .images import Transform, default_image_transform, image_to_tensor
 
-__all__ = ["Batch", "SampleSource", "as_source", "model_class_names", "split_batch"]
+__all__ = ["Batch", "SampleSource", "as_source", "split_batch"]
 
 _IMAGE_COLUMNS = ("image", "img", "pixel_values", "images", "inputs", "input")
 _LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "targets")
@@ -269,34 +270,9 @@ def _stacked_arrays(column: Any) -> np.ndarray | None:
     return values.to_numpy(zero_copy_only=False).reshape(shape).copy()  # writable, as a transform may need
 
 
-def model_class_names(model: nn.Module) -> list[str] | None:
-    """The class names a model was saved with, by class id: transformers' ``config.id2label`` or timm's
-    ``pretrained_cfg["label_names"]``; None when it has none (transformers' placeholder ``LABEL_i`` names count as
-    none).
-
-    Example:
-        >>> from transformers import ViTConfig, ViTForImageClassification
-        >>> config = ViTConfig(image_size=8, patch_size=4, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-        ...                    intermediate_size=8, id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1})
-        >>> model_class_names(ViTForImageClassification(config))
-        ['cat', 'dog']
-        >>> model_class_names(nn.Linear(2, 2)) is None
-        True
-    """
-    id2label = getattr(getattr(model, "config", None), "id2label", None)
-    if isinstance(id2label, Mapping) and id2label:
-        names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(id2label))]
-        if not all(name == f"LABEL_{i}" for i, name in enumerate(names)):
-            return names
-        return None
-    pretrained = getattr(model, "pretrained_cfg", None)
-    label_names = pretrained.get("label_names") if isinstance(pretrained, Mapping) else None
-    return [str(name) for name in label_names] if label_names else None
-
-
 def _check_class_order(model: nn.Module, dataset_names: Sequence[str] | None, column: str) -> None:
     """Refuse a dataset whose classes are the model's, by name, in another order (every label would be wrong)."""
-    model_names = model_class_names(model)
+    model_names = class_names(model)
     if not model_names or not dataset_names or len(model_names) != len(dataset_names):
         return
     ours, theirs = [n.lower() for n in model_names], [n.lower() for n in dataset_names]
@@ -380,7 +356,7 @@ class SampleSource:
 
         Under several processes each one gets its exact shard (``indices[rank::world_size]``: no sample twice,
         none padded in) unless ``sharded=False``; callers combine per-sample results with
-        :func:`hf_verifix.distributed.sum_across_processes`. Progress bars show on the main process only.
+        :func:`hf_verifix.utils.distributed.sum_across_processes`. Progress bars show on the main process only.
         Floating-point inputs come in ``input_dtype`` when it is set (:func:`as_source` sets the model's dtype, so
         a float32 dataset feeds a float16, bfloat16 or float64 model); inputs of different shapes in one batch
         raise a DataError naming them.

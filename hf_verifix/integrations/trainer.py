@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
@@ -32,13 +31,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from .._validation import alpha_candidates
 from ..config import CorrectionConfig
-from ..corrector import REPORT_NAME, ProjectionCorrector, _alpha_candidates
+from ..corrector import ProjectionCorrector
 from ..data.images import Transform
 from ..data.source import as_source, is_iterable_dataset
-from ..distributed import is_main_process
 from ..errors import ConfigError, DataError, VerifixError, describe_value
+from ..models.adapters import save_model
+from ..results import REPORT_NAME, UNCORRECTED_DIR, CorrectionResult
 from ..statistics.layers import find_target_layers
+from ..utils.distributed import is_main_process
+from ..utils.staging import atomic_write, staged_directory
 
 __all__ = ["LOG_PREFIX", "SAPCallback"]
 
@@ -114,7 +117,7 @@ class SAPCallback(TrainerCallback):
 
     ``trainer.save_model()`` afterwards saves the corrected model. Under several processes (``accelerate launch``,
     ``torchrun``) every process corrects its own copy of the model identically: each pass over the data visits an
-    exact shard per process and is combined once (see :mod:`hf_verifix.distributed`).
+    exact shard per process and is combined once (see :mod:`hf_verifix.utils.distributed`).
 
     Data: the training data is ``train_dataset``, else the bound Trainer's ``train_dataset`` (see
     :meth:`set_trainer`), else the dataset of the ``train_dataloader`` the Trainer passes to callbacks (never the
@@ -216,7 +219,7 @@ class SAPCallback(TrainerCallback):
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.search_alpha = search_alpha
-        self.alphas: tuple[float, ...] | None = None if alphas is None else _alpha_candidates(alphas)
+        self.alphas: tuple[float, ...] | None = None if alphas is None else alpha_candidates(alphas)
         self.on_epochs = _valid_on_epochs(on_epochs)
         self.transform = transform
         self.output_subdir = _valid_output_subdir(output_subdir)
@@ -357,11 +360,9 @@ class SAPCallback(TrainerCallback):
         output_dir = getattr(args, "output_dir", None)
         if not isinstance(model, nn.Module) or not output_dir:
             return "The trained model in memory was not changed"
-        target = Path(output_dir) / self.output_subdir / "uncorrected_model"
+        target = Path(output_dir) / self.output_subdir / UNCORRECTED_DIR
         if not (is_main_process() and getattr(args, "process_index", 0) == 0):
             return f"The trained model was not changed; the main process saves it to {str(target)!r}"
-        from ..corrector import save_model
-        from ..staging import staged_directory
 
         try:
             with staged_directory(target) as staging:
@@ -403,41 +404,32 @@ class SAPCallback(TrainerCallback):
         if eval_data is not None:
             eval_data = self._readable(eval_data, eval_collate, config.batch_size, "evaluation")
 
-        from ..metrics import source_accuracy  # imports `evaluate` (seconds), so only when a correction runs
-
         started = time.perf_counter()
-        logs: dict[str, float] = {}
+        if eval_data is None and self.search_alpha:
+            logger.warning(
+                "SAPCallback: no evaluation data to search α on (pass eval_dataset=...); applying config.alpha=%g",
+                config.alpha,
+            )
         with torch.no_grad():
             corrector = ProjectionCorrector(model, config)
             self.corrector = corrector
-            eval_source = None
-            if eval_data is not None and not self.search_alpha:
-                eval_source = as_source(
-                    eval_data, model, config.batch_size, config.image_column, config.label_column, self.transform
-                )
-                logs["accuracy_before"] = source_accuracy(model, eval_source, config.progress)
-            corrector.fit(train_data, transform=self.transform)
-            if eval_data is not None and self.search_alpha:
-                result = corrector.search_alpha(eval_data, self.alphas, self.transform)
-                logs["accuracy_before"] = result.baseline_accuracy
-                logs["accuracy_after"] = result.best_accuracy
-            else:
-                if self.search_alpha:
-                    logger.warning(
-                        "SAPCallback: no evaluation data to search α on (pass eval_dataset=...); applying "
-                        "config.alpha=%g",
-                        config.alpha,
-                    )
-                corrector.apply()
-                if eval_source is not None:
-                    logs["accuracy_after"] = source_accuracy(model, eval_source, config.progress)
+            result = corrector.correct(
+                train_data,
+                eval_data,
+                alpha=None if self.search_alpha and eval_data is not None else config.alpha,
+                alphas=self.alphas if eval_data is not None else None,
+                transform=self.transform,
+            )
+        logs: dict[str, float] = {}
+        if result.before is not None and result.after is not None:
+            logs["accuracy_before"], logs["accuracy_after"] = result.before.accuracy, result.after.accuracy
         corrected = corrector.applied_alpha is not None
         if corrected:
             logs["alpha"] = float(corrector.applied_alpha or 0.0)
         logs["corrected"] = float(corrected)
         logs["trusted"] = int(corrector.trusted_indices.numel())
         logs["layers"] = len(corrector.projections)
-        logs.update(corrector.timings)
+        logs.update(result.timings)
         logs["total_s"] = time.perf_counter() - started
         logs = {LOG_PREFIX + key: value for key, value in logs.items()}
 
@@ -445,7 +437,7 @@ class SAPCallback(TrainerCallback):
         self._corrected_at_step = state.global_step
         self._log(state, logs)
         if is_main_process() and state.is_world_process_zero:
-            self._write(args, state, corrector, logs, folder)
+            self._write(args, state, corrector, result, logs, folder)
         return logs
 
     def _find_data(self, role: str, given: Any, loader: Any) -> Any:
@@ -502,6 +494,7 @@ class SAPCallback(TrainerCallback):
         args: TrainingArguments,
         state: TrainerState,
         corrector: ProjectionCorrector,
+        result: CorrectionResult,
         logs: dict[str, float],
         folder: str | None,
     ) -> Path:
@@ -511,15 +504,11 @@ class SAPCallback(TrainerCallback):
         target = Path(output_dir) / self.output_subdir
         if folder is not None:
             target = target / folder
-        target.mkdir(parents=True, exist_ok=True)
         corrector.config.save(target)
-        report = corrector.report()
-        report["trainer"] = {"event": folder or "train_end", "global_step": state.global_step, "epoch": state.epoch}
-        report["metrics"] = dict(logs)
-        path = target / REPORT_NAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        summary = dict(result.summary)
+        summary["trainer"] = {"event": folder or "train_end", "global_step": state.global_step, "epoch": state.epoch}
+        summary["metrics"] = dict(logs)
+        atomic_write(target / REPORT_NAME, json.dumps(summary, indent=2) + "\n")
         return target
 
 

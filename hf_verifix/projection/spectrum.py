@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import NumericalError
+from ..utils.distributed import broadcast_from_main, process_rank_and_count
 
-__all__ = ["Spectrum", "decompose", "importance_scaling"]
+__all__ = ["Spectrum", "decompose", "decompose_on_main", "importance_scaling"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +125,33 @@ def decompose(gram: torch.Tensor, name: str = "layer") -> Spectrum:
         methods.add(method)
     method = "svd" if "svd" in methods else "eigh"
     return Spectrum(torch.stack(values), torch.stack(vectors), method)
+
+
+def decompose_on_main(gram: torch.Tensor, name: str = "") -> Spectrum:
+    """Decompose on the main process only and share the result, so every process projects identically.
+
+    On one process it is :func:`decompose` itself.
+
+    Example:
+        >>> decompose_on_main(torch.eye(2, dtype=torch.float64)[None]).eigenvalues.tolist()
+        [[1.0, 1.0]]
+    """
+    rank, world = process_rank_and_count()
+    if world == 1:
+        return decompose(gram, name)
+    values = torch.zeros(gram.shape[:-1], dtype=torch.float64)
+    vectors = torch.zeros(gram.shape, dtype=torch.float64)
+    status = torch.zeros(2, dtype=torch.long)  # [failed, used the SVD fallback]
+    error: NumericalError | None = None
+    if rank == 0:
+        try:
+            spectrum = decompose(gram, name)
+            values, vectors = spectrum.eigenvalues.cpu(), spectrum.eigenvectors.cpu()
+            status[1] = int(spectrum.method == "svd")
+        except NumericalError as err:
+            error, status[0] = err, 1
+    status = broadcast_from_main(status)
+    if status[0]:
+        raise error or NumericalError(f"the main process could not decompose the Gram of layer {name!r}")
+    values, vectors = broadcast_from_main(values), broadcast_from_main(vectors)
+    return Spectrum(values.to(gram.device), vectors.to(gram.device), "svd" if status[1] else "eigh")

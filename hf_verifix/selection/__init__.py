@@ -1,5 +1,10 @@
 """Trusted-sample selectors, registered by name: ``loss``, ``curvature``, ``bmm``, ``coreset``, ``expert``,
-``confident`` and ``random``."""
+``confident`` and ``random``.
+
+The built-in ones are :class:`ScoringSelector` subclasses: ``select`` checks ``n_trusted`` and the labels, the
+subclass's ``score`` scores every sample, and ``pick`` keeps the lowest scores (or, overridden, the selector's own
+rule).
+"""
 
 from .base import (
     Selection,
@@ -17,6 +22,7 @@ from .confident import ConfidentSelector
 from .coreset import CoresetSelector
 from .curvature import CurvatureSelector, per_sample_curvature
 from .loss import LossSelector, per_sample_losses
+from .selector import SampleScores, ScoringSelector
 from .simple import ExpertSelector, RandomSelector
 
 __all__ = [
@@ -27,6 +33,8 @@ __all__ = [
     "ExpertSelector",
     "LossSelector",
     "RandomSelector",
+    "SampleScores",
+    "ScoringSelector",
     "Selection",
     "TrustedSelector",
     "checked_n_trusted",

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ..data.source import SampleSource
-from ..distributed import sum_across_processes
 from ..errors import ConfigError, DataError
+from ..utils.distributed import sum_across_processes
 
 __all__ = [
     "Selection",

@@ -7,10 +7,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..algorithms.mixture import BetaMixture
 from ..data.source import SampleSource
-from ..mixture import BetaMixture
-from .base import Selection, checked_n_trusted, lowest_scores, register_selector
+from .base import register_selector
 from .loss import per_sample_losses
+from .selector import SampleScores, ScoringSelector
 
 __all__ = ["BMMSelector"]
 
@@ -18,11 +19,12 @@ _MIN_CLASS_FIT = 10  # with fit_per_class, a class with fewer samples is scored 
 
 
 @register_selector("bmm")
-class BMMSelector:
-    """Fit a two-component :class:`~hf_verifix.mixture.BetaMixture` to the per-sample losses; trust the likely clean.
+class BMMSelector(ScoringSelector[SampleScores]):
+    """Fit a two-component :class:`~hf_verifix.algorithms.mixture.BetaMixture` to the per-sample losses; trust the
+    likely clean.
 
     Each sample's score is -p(clean | loss), the clean component being the one with the smaller mean and the
-    posterior made monotone in the loss (:meth:`~hf_verifix.mixture.BetaMixture.clean_posterior`); the
+    posterior made monotone in the loss (:meth:`~hf_verifix.algorithms.mixture.BetaMixture.clean_posterior`); the
     ``n_trusted`` lowest scores are kept (``per_class``: ``n_trusted // K`` per label), ties of the posterior (it
     saturates at 1 for the smallest losses) going to the lower loss. With one mixture for all samples
     (``fit_per_class=False``, default) the ranking is therefore the loss selector's (up to rounding); the mixture adds
@@ -41,7 +43,7 @@ class BMMSelector:
         class_mixtures: With ``fit_per_class``, the mixture of each label that had its own.
 
     Raises:
-        ConfigError: An invalid mixture option (from :class:`~hf_verifix.mixture.BetaMixture`).
+        ConfigError: An invalid mixture option (from :class:`~hf_verifix.algorithms.mixture.BetaMixture`).
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -91,30 +93,23 @@ class BMMSelector:
                 clean[members] = mixture.clean_posterior(losses[members])
         return clean
 
-    def select(
-        self,
-        model: nn.Module,
-        source: SampleSource,
-        n_trusted: int,
-        per_class: bool = False,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> Selection:
-        """Score every sample by -p(clean | loss) and keep the ``n_trusted`` lowest (deterministic: ``seed`` unused).
+    def score(self, model: nn.Module, source: SampleSource, *, seed: int = 0, progress: bool = False) -> SampleScores:
+        """Score every sample by -p(clean | loss), ranked with ties going to the lower loss (deterministic: ``seed``
+        is not used).
 
-        ``Selection.scores`` holds -p(clean | loss); the selection breaks ties of that score by the lower loss.
+        The scores are -p(clean | loss) (they become ``Selection.scores``); ``ranking`` orders the samples by that
+        score, then by the loss, then by index, so the posterior's ties (it saturates at 1) go to the lower loss.
 
         Raises:
-            DataError: ``n_trusted`` larger than the data, too few samples of a class with ``per_class``, bad
-                labels or logits (see :func:`~hf_verifix.selection.per_sample_losses`).
+            DataError: Bad labels or logits (see :func:`~hf_verifix.selection.per_sample_losses`).
 
         Example:
             >>> from torch.utils.data import TensorDataset
             >>> source = SampleSource(TensorDataset(torch.randn(30, 3), torch.tensor([0, 1, 2] * 10)))
-            >>> BMMSelector().select(nn.Linear(3, 3), source, 6, per_class=True).class_counts(3).tolist()
-            [2, 2, 2]
+            >>> scored = BMMSelector().score(nn.Linear(3, 3), source)
+            >>> bool((scored.scores <= 0).all()), sorted(scored.ranking.tolist()) == list(range(30))
+            (True, True)
         """
-        n_trusted = checked_n_trusted(n_trusted, len(source))
         losses, labels, num_classes = per_sample_losses(model, source, progress)
         scores = -self.clean_probabilities(losses, labels)
         # Rank by the score, ties by the loss (then by index): stable sorts, the secondary key first.
@@ -122,5 +117,4 @@ class BMMSelector:
         order = by_loss[torch.argsort(scores[by_loss], stable=True)]
         rank = torch.empty_like(order)
         rank[order] = torch.arange(order.numel())
-        indices = lowest_scores(rank.double(), labels, n_trusted, per_class, num_classes)
-        return Selection(indices, scores, labels)
+        return SampleScores(scores, labels, num_classes, ranking=rank.double())

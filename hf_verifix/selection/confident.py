@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from ..data.source import SampleSource
-from ..distributed import sum_across_processes
 from ..errors import ConfigError, DataError
 from ..models.forward import evaluation_mode, model_device
-from .base import Selection, checked_n_trusted, lowest_scores, register_selector, source_labels
-from .loss import checked_logits
+from ..utils.distributed import sum_across_processes
+from ._validation import checked_logits
+from .base import register_selector, source_labels
+from .selector import SampleScores, ScoringSelector
 
 __all__ = ["ConfidentSelector", "confident_scores", "model_probabilities"]
 
@@ -129,7 +130,7 @@ def model_probabilities(
 
 
 @register_selector("confident")
-class ConfidentSelector:
+class ConfidentSelector(ScoringSelector[SampleScores]):
     """Pick samples that confident learning (cleanlab's ``find_label_issues``) does not flag, most confident first.
 
     cleanlab flags likely label issues from out-of-sample predicted probabilities ``pred_probs`` (e.g. from
@@ -146,7 +147,8 @@ class ConfidentSelector:
         n_jobs: cleanlab's worker processes (1: none; None: one per CPU).
 
     Attributes:
-        issues: After :meth:`select`, the boolean mask of the samples flagged as label issues (None before).
+        issues: After :meth:`select` (or :meth:`score`), the boolean mask of the samples flagged as label issues
+            (None before).
 
     Raises:
         ConfigError: ``pred_probs`` not an (N, K >= 2) array of probabilities with rows summing to 1, an unknown
@@ -193,16 +195,23 @@ class ConfidentSelector:
         probs = "model softmax" if self.pred_probs is None else f"<{tuple(self.pred_probs.shape)} pred_probs>"
         return f"ConfidentSelector({probs}, filter_by={self.filter_by!r})"
 
-    def select(
-        self,
-        model: nn.Module,
-        source: SampleSource,
-        n_trusted: int,
-        per_class: bool = False,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> Selection:
-        """Flag label issues with cleanlab and keep the ``n_trusted`` most trusted (``per_class``: per label).
+    def check_n_trusted(self, n_trusted: object, source: SampleSource) -> int:
+        """Check that cleanlab is installed, before anything is read, then ``n_trusted`` as every selector does.
+
+        Raises:
+            ImportError: cleanlab is not installed.
+            DataError: ``n_trusted`` not an integer in ``[1, len(source)]``.
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> ConfidentSelector().check_n_trusted(2, SampleSource(TensorDataset(torch.zeros(3, 2), torch.zeros(3))))
+            2
+        """
+        _find_label_issues()
+        return super().check_n_trusted(n_trusted, source)
+
+    def score(self, model: nn.Module, source: SampleSource, *, seed: int = 0, progress: bool = False) -> SampleScores:
+        """Flag label issues with cleanlab and score every sample by :func:`confident_scores`; sets :attr:`issues`.
 
         ``model`` is used only without ``pred_probs``; ``seed`` is not used (cleanlab is deterministic).
 
@@ -214,11 +223,26 @@ class ConfidentSelector:
             >>> from torch.utils.data import TensorDataset
             >>> source = SampleSource(TensorDataset(torch.randn(6, 2), torch.tensor([0, 1] * 3)))
             >>> probs = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]] * 2)
-            >>> ConfidentSelector(pred_probs=probs).select(nn.Linear(2, 2), source, 2, per_class=True).indices.tolist()
-            [0, 1]
+            >>> ConfidentSelector(pred_probs=probs).score(nn.Linear(2, 2), source).scores.round(decimals=2).tolist()
+            [-0.9, -0.7, -0.6, 1.9, 1.7, 1.6]
         """
         find_label_issues = _find_label_issues()
-        n_trusted = checked_n_trusted(n_trusted, len(source))
+        probs, labels = self._probabilities(model, source, progress)
+        flagged = find_label_issues(
+            labels.numpy(),
+            probs.numpy(),
+            filter_by=self.filter_by,
+            frac_noise=self.frac_noise,
+            min_examples_per_class=self.min_examples_per_class,
+            n_jobs=self.n_jobs,
+        )
+        self.issues = torch.as_tensor(np.asarray(flagged, dtype=bool))
+        return SampleScores(confident_scores(labels, probs, self.issues), labels, probs.shape[1])
+
+    def _probabilities(
+        self, model: nn.Module, source: SampleSource, progress: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pred_probs`` (or the model's softmax without them) and the labels, each label a column of them."""
         if self.pred_probs is None:
             probs, labels = model_probabilities(model, source, progress)
         else:
@@ -237,15 +261,4 @@ class ConfidentSelector:
                 f"labels must be in [0, {num_classes}) for pred_probs with {num_classes} columns, got "
                 f"{labels[bad][:5].tolist()} (samples {where}); remap the labels or pass one column per class"
             )
-        flagged = find_label_issues(
-            labels.numpy(),
-            probs.numpy(),
-            filter_by=self.filter_by,
-            frac_noise=self.frac_noise,
-            min_examples_per_class=self.min_examples_per_class,
-            n_jobs=self.n_jobs,
-        )
-        self.issues = torch.as_tensor(np.asarray(flagged, dtype=bool))
-        scores = confident_scores(labels, probs, self.issues)
-        indices = lowest_scores(scores, labels, n_trusted, per_class, num_classes)
-        return Selection(indices, scores, labels)
+        return probs, labels

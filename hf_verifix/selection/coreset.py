@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from ..data.source import SampleSource
-from ..distributed import max_across_processes, sum_across_processes
+from ..algorithms.facility_location import _assign, _greedy, _Similarity
+from ..data.source import Batch, SampleSource
 from ..errors import ConfigError, DataError, LayerError, NumericalError
-from ..facility_location import _assign, _greedy, _Similarity
 from ..models.forward import evaluation_mode, model_device
-from .base import Selection, checked_n_trusted, lowest_scores, register_selector
-from .loss import checked_logits
+from ..utils.distributed import max_across_processes, sum_across_processes
+from ._validation import checked_logits
+from .base import Selection, lowest_scores, register_selector
+from .selector import SampleScores, ScoringSelector
 
 __all__ = ["CoresetSelector", "gradient_proxies"]
 
@@ -84,24 +86,12 @@ def gradient_proxies(
     try:
         with evaluation_mode(model), torch.no_grad():
             for batch in source.batches(desc="scoring (coreset)", progress=progress):
-                if tracker is not None:
-                    tracker.last = None
-                logits = checked_logits(model, batch.inputs.to(device), batch)
-                size = batch.labels.shape[0]
-                num_classes = logits.shape[1]
-                if not torch.isfinite(logits).all():
-                    raise NumericalError(
-                        f"the logits of some of samples {batch.indices[:5].tolist()}... are NaN/Inf; check the inputs "
-                        "and the model's numerics (e.g. float16 overflow) before selecting"
-                    )
-                error = torch.softmax(logits, dim=1)
-                error[torch.arange(size), batch.labels.to(error.device)] -= 1.0
+                error, h, num_classes = _batch_proxies(model, batch, device, tracker)
                 if errors is None:
                     errors = torch.zeros(n, num_classes, dtype=torch.float32)
-                errors[batch.indices] = error.cpu().float()  # float32 proxies, whatever the model's dtype
+                errors[batch.indices] = error
                 labels[batch.indices] = batch.labels
-                if tracker is not None:
-                    h = _penultimate(tracker, model, logits)
+                if h is not None:
                     if features is None:
                         features = torch.zeros(n, h.shape[1], dtype=torch.float32)
                     features[batch.indices] = h.float()
@@ -113,6 +103,24 @@ def gradient_proxies(
     if features is not None:
         features = sum_across_processes(features)
     return sum_across_processes(errors), features, sum_across_processes(labels), max_across_processes(num_classes)
+
+
+def _batch_proxies(
+    model: nn.Module, batch: Batch, device: torch.device, tracker: _LastLinear | None
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Return ``batch``'s rows of E (float32, CPU), of H (None without ``tracker``) and the class count."""
+    if tracker is not None:
+        tracker.last = None
+    logits = checked_logits(model, batch.inputs.to(device), batch)
+    if not torch.isfinite(logits).all():
+        raise NumericalError(
+            f"the logits of some of samples {batch.indices[:5].tolist()}... are NaN/Inf; check the inputs "
+            "and the model's numerics (e.g. float16 overflow) before selecting"
+        )
+    error = torch.softmax(logits, dim=1)
+    error[torch.arange(batch.labels.shape[0]), batch.labels.to(error.device)] -= 1.0
+    error = error.cpu().float()  # float32 proxies, whatever the model's dtype
+    return error, None if tracker is None else _penultimate(tracker, model, logits), logits.shape[1]
 
 
 def _penultimate(tracker: _LastLinear, model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
@@ -152,8 +160,9 @@ def _class_medoids(
     """Facility location (exact lazy greedy) on one class's proxies, with every point's cluster.
 
     Returns ``(chosen, owner, best, d_max)``: the positions in ``points`` of the k medoids in greedy order (what
-    :func:`~hf_verifix.facility_location.facility_location` returns as indices), the position in ``chosen`` of each
-    point's most similar medoid (ties: the earlier pick), that similarity, and d_max of sim = d_max - distance.
+    :func:`~hf_verifix.algorithms.facility_location.facility_location` returns as indices), the position in
+    ``chosen`` of each point's most similar medoid (ties: the earlier pick), that similarity, and d_max of
+    sim = d_max - distance.
     """
     sim = _Similarity(points, False, None, block_size, max_dense)
     chosen, _ = _greedy(sim, k, lazy=True)
@@ -175,14 +184,23 @@ def _budgets(counts: torch.Tensor, n_trusted: int, per_class: bool) -> list[int]
     return budgets
 
 
+@dataclass(kw_only=True)
+class _GradientScores(SampleScores):
+    """What :meth:`CoresetSelector.score` returns: the gradient proxies (``errors`` E, ``features`` H or None) besides
+    the labels; every score is 1 until :meth:`CoresetSelector.pick` knows the medoids."""
+
+    errors: torch.Tensor
+    features: torch.Tensor | None
+
+
 @register_selector("coreset")
-class CoresetSelector:
+class CoresetSelector(ScoringSelector[_GradientScores]):
     """CRUST's coresets: in every (noisy) class, the medoids of the per-sample gradients, by facility location.
 
     Per class, the gradient of each sample's cross-entropy is approximated by the last layer's gradient
     g_i = (softmax(z_i) - onehot(y_i)) ⊗ h_i (``gradient="last_layer"``; h_i = the input of the model's final
     nn.Linear, see :func:`gradient_proxies`) or by softmax(z_i) - onehot(y_i) alone (``"logits"``, CRUST's cheaper
-    bound, eq. 9). :func:`~hf_verifix.facility_location.facility_location` then picks the class's share of
+    bound, eq. 9). :func:`~hf_verifix.algorithms.facility_location.facility_location` then picks the class's share of
     ``n_trusted`` medoids maximising Σ_i max_{j∈S} (d_max - ‖g_i - g_j‖) (eq. 10). The budget is split across
     classes in proportion to their sizes (largest remainder), or equally with ``per_class=True`` (remainder to the
     first classes). The distances use ⟨a ⊗ b, c ⊗ d⟩ = ⟨a, c⟩⟨b, d⟩, so the K × D gradients are never formed.
@@ -205,7 +223,7 @@ class CoresetSelector:
         block_size: Rows per block when distances are computed in blocks.
         max_dense: A class with n² ≤ max_dense (default 2**26: n ≤ 8192, 256 MiB in float32) gets its similarity
             matrix materialised; larger ones compute similarities on demand (see
-            :func:`~hf_verifix.facility_location.facility_location`).
+            :func:`~hf_verifix.algorithms.facility_location.facility_location`).
         oversample: Medoids picked per class, as a multiple (≥ 1) of its budget; the budget's worth with the
             largest clusters are kept. 1 (default) is CRUST.
 
@@ -247,20 +265,33 @@ class CoresetSelector:
         self.weights: torch.Tensor | None = None
         self.assignment: torch.Tensor | None = None
 
-    def select(
-        self,
-        model: nn.Module,
-        source: SampleSource,
-        n_trusted: int,
-        per_class: bool = False,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> Selection:
-        """Pick the medoids of every class's gradients (deterministic: ``seed`` is unused).
+    def score(
+        self, model: nn.Module, source: SampleSource, *, seed: int = 0, progress: bool = False
+    ) -> _GradientScores:
+        """Compute every sample's gradient proxies (see :func:`gradient_proxies`); the scores come with the medoids.
+
+        Every score is 1 here: :meth:`pick` gives the medoids and their clusters theirs. ``seed`` is not used.
 
         Raises:
-            DataError: ``n_trusted`` larger than the data or (``per_class``) than a class allows; bad labels.
+            DataError: Bad labels or logits.
             LayerError: ``gradient="last_layer"`` on a model whose logits do not come out of a final nn.Linear.
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> source = SampleSource(TensorDataset(torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 0])))
+            >>> scored = CoresetSelector(gradient="logits").score(nn.Linear(4, 2), source)
+            >>> tuple(scored.errors.shape), scored.features is None, scored.scores.unique().tolist()
+            ((5, 2), True, [1.0])
+        """
+        errors, features, labels, num_classes = gradient_proxies(model, source, self.gradient, progress)
+        ones = torch.ones(labels.numel(), dtype=torch.float64)
+        return _GradientScores(ones, labels, num_classes, errors=errors, features=features)
+
+    def pick(self, scored: _GradientScores, n_trusted: int, per_class: bool) -> Selection:
+        """Pick the medoids of every class's gradients (deterministic), setting :attr:`weights` and :attr:`assignment`.
+
+        Raises:
+            DataError: With ``per_class``, a class with fewer samples than its quota.
 
         Example:
             >>> from torch.utils.data import TensorDataset
@@ -269,24 +300,22 @@ class CoresetSelector:
             >>> bool((sel.scores[sel.indices] <= -1).all())
             True
         """
-        n_trusted = checked_n_trusted(n_trusted, len(source))
-        errors, features, labels, num_classes = gradient_proxies(model, source, self.gradient, progress)
+        labels = scored.labels
         if per_class:  # fail before the greedy if a class is too small for its quota (same rule and message)
-            lowest_scores(torch.zeros(labels.numel()), labels, n_trusted, True, num_classes)
-        counts = torch.bincount(labels, minlength=num_classes)
+            lowest_scores(torch.zeros(labels.numel()), labels, n_trusted, True, scored.num_classes)
+        counts = torch.bincount(labels, minlength=scored.num_classes or 0)
         budgets = _budgets(counts, n_trusted, per_class)
-        n = labels.numel()
-        scores = torch.ones(n, dtype=torch.float64)
+        scores = scored.scores.clone()
         kept: list[torch.Tensor] = []
-        weights = torch.zeros(n, dtype=torch.long)
-        assignment = torch.full((n,), -1, dtype=torch.long)
-        for c in range(num_classes):
+        weights = torch.zeros(labels.numel(), dtype=torch.long)
+        assignment = torch.full((labels.numel(),), -1, dtype=torch.long)
+        for c in range(counts.numel()):
             members = torch.nonzero(labels == c).flatten()
             if budgets[c] == 0 or members.numel() == 0:
                 continue
             picks = min(members.numel(), math.ceil(self.oversample * budgets[c]))
             chosen, owner, best, d_max = _class_medoids(
-                _class_points(errors, features, members), picks, self.block_size, self.max_dense
+                _class_points(scored.errors, scored.features, members), picks, self.block_size, self.max_dense
             )
             medoids = members[chosen]
             sizes = torch.bincount(owner, minlength=chosen.numel())

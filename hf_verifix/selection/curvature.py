@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.source import Batch, SampleSource
-from ..distributed import max_across_processes, sum_across_processes
 from ..errors import ConfigError, DataError, NumericalError
 from ..models.forward import evaluation_mode, model_device
-from .base import Selection, as_int, checked_n_trusted, lowest_scores, register_selector
-from .loss import _non_finite_message, checked_logits
+from ..utils.distributed import max_across_processes, sum_across_processes
+from ._validation import checked_logits, non_finite_message
+from .base import as_int, register_selector
+from .selector import SampleScores, ScoringSelector
 
 __all__ = ["CurvatureSelector", "per_sample_curvature"]
 
@@ -72,7 +73,7 @@ def _input_gradient(
     losses = F.cross_entropy(logits, labels, reduction="none")
     finite = torch.isfinite(losses).cpu()
     if not finite.all():
-        raise NumericalError(_non_finite_message(batch.inputs, logits.detach().cpu(), batch.indices, finite))
+        raise NumericalError(non_finite_message(batch.inputs, logits.detach().cpu(), batch.indices, finite))
     total = losses.sum()  # summed, not averaged: each sample's input gradient is its own, whatever the batch size
     grad = None
     if total.requires_grad:
@@ -132,33 +133,41 @@ def per_sample_curvature(
         scores = torch.zeros(len(source), dtype=torch.float64)
         labels = torch.zeros(len(source), dtype=torch.long)
         for batch in source.batches(desc="scoring (curvature)", progress=progress):
-            inputs = batch.inputs.to(device)
-            if not inputs.is_floating_point():
-                raise DataError(
-                    f"curvature differentiates the loss with respect to the inputs, which must be floating point, "
-                    f"got a {inputs.dtype} batch (samples {batch.indices[:5].tolist()}); convert the inputs to float "
-                    "in the transform (e.g. torchvision's ToImage + ToDtype(torch.float32, scale=True))"
-                )
-            x = inputs.detach().requires_grad_(True)
-            y = batch.labels.to(device)
-            base, num_classes = _input_gradient(model, x, x, y, batch)
-            base = base.detach().flatten(1).double()
-            directions = _rademacher(batch, n, seed, generator, device)
-            total = torch.zeros(x.shape[0], dtype=torch.float64, device=device)
-            for j in range(n):
-                shifted = x + h * directions[:, j].to(x.dtype)
-                grad, _ = _input_gradient(model, x, shifted, y, batch)
-                total += (grad.detach().flatten(1).double() - base).pow(2).sum(dim=1)
-            curvature = (total / n).cpu()
-            finite = torch.isfinite(curvature)
-            if not finite.all():
-                raise NumericalError(
-                    f"the curvature of samples {batch.indices[~finite][:5].tolist()} is NaN/Inf although their loss "
-                    "is finite; run the model in float32 or lower h"
-                )
+            curvature, num_classes = _batch_curvature(model, batch, n, h, seed, generator, device)
             scores[batch.indices] = curvature
             labels[batch.indices] = batch.labels
     return sum_across_processes(scores), sum_across_processes(labels), max_across_processes(num_classes)
+
+
+def _batch_curvature(
+    model: nn.Module, batch: Batch, n: int, h: float, seed: int, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """Return the curvature of every sample of ``batch`` (float64, CPU) and the class count; gradients enabled."""
+    inputs = batch.inputs.to(device)
+    if not inputs.is_floating_point():
+        raise DataError(
+            f"curvature differentiates the loss with respect to the inputs, which must be floating point, "
+            f"got a {inputs.dtype} batch (samples {batch.indices[:5].tolist()}); convert the inputs to float "
+            "in the transform (e.g. torchvision's ToImage + ToDtype(torch.float32, scale=True))"
+        )
+    x = inputs.detach().requires_grad_(True)
+    y = batch.labels.to(device)
+    base, num_classes = _input_gradient(model, x, x, y, batch)
+    base = base.detach().flatten(1).double()
+    directions = _rademacher(batch, n, seed, generator, device)
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=device)
+    for j in range(n):
+        shifted = x + h * directions[:, j].to(x.dtype)
+        grad, _ = _input_gradient(model, x, shifted, y, batch)
+        total += (grad.detach().flatten(1).double() - base).pow(2).sum(dim=1)
+    curvature = (total / n).cpu()
+    finite = torch.isfinite(curvature)
+    if not finite.all():
+        raise NumericalError(
+            f"the curvature of samples {batch.indices[~finite][:5].tolist()} is NaN/Inf although their loss "
+            "is finite; run the model in float32 or lower h"
+        )
+    return curvature, num_classes
 
 
 def _check_hyperparameters(n: object, h: object) -> None:
@@ -174,7 +183,7 @@ def _check_hyperparameters(n: object, h: object) -> None:
 
 
 @register_selector("curvature")
-class CurvatureSelector:
+class CurvatureSelector(ScoringSelector[SampleScores]):
     """Pick the samples with the lowest input curvature of their loss under their given labels (Verifix sec. 4.2).
 
     Args:
@@ -201,27 +210,17 @@ class CurvatureSelector:
     def __repr__(self) -> str:
         return f"CurvatureSelector(n={self.n}, h={self.h})"
 
-    def select(
-        self,
-        model: nn.Module,
-        source: SampleSource,
-        n_trusted: int,
-        per_class: bool = False,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> Selection:
-        """Score every sample by its curvature and keep the ``n_trusted`` lowest (``per_class``: per label).
+    def score(self, model: nn.Module, source: SampleSource, *, seed: int = 0, progress: bool = False) -> SampleScores:
+        """Score every sample by its curvature (see :func:`per_sample_curvature`).
 
-        ``seed`` seeds the Rademacher directions: the same seed gives the same selection.
+        ``seed`` seeds the Rademacher directions: the same seed gives the same scores, hence the same selection.
 
         Example:
             >>> from torch.utils.data import TensorDataset
             >>> source = SampleSource(TensorDataset(torch.randn(6, 3), torch.tensor([0, 1] * 3)))
             >>> model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
-            >>> CurvatureSelector(n=2).select(model, source, 2, per_class=True).class_counts(2).tolist()
-            [1, 1]
+            >>> first = CurvatureSelector(n=2).score(model, source, seed=7).scores
+            >>> torch.equal(first, CurvatureSelector(n=2).score(model, source, seed=7).scores)
+            True
         """
-        n_trusted = checked_n_trusted(n_trusted, len(source))
-        scores, labels, num_classes = per_sample_curvature(model, source, self.n, self.h, seed, progress)
-        indices = lowest_scores(scores, labels, n_trusted, per_class, num_classes)
-        return Selection(indices, scores, labels)
+        return SampleScores(*per_sample_curvature(model, source, self.n, self.h, seed, progress))

@@ -10,23 +10,10 @@ from torch import nn
 
 from ..data.source import SampleSource
 from ..errors import DataError
-from .base import Selection, checked_n_trusted, lowest_scores, register_selector, source_labels
+from .base import Selection, register_selector, source_labels
+from .selector import SampleScores, ScoringSelector
 
 __all__ = ["ExpertSelector", "RandomSelector"]
-
-
-def _check_labels(labels: torch.Tensor, per_class: bool, num_classes: int | None) -> None:
-    """Per-class picks need labels in ``[0, num_classes)``; raise a DataError naming the bad ones."""
-    if not per_class:
-        return
-    bad = labels < 0 if num_classes is None else (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        where = torch.nonzero(bad).flatten()[:5].tolist()
-        allowed = "be >= 0" if num_classes is None else f"lie in [0, {num_classes})"
-        raise DataError(
-            f"per_class selection needs labels that {allowed}, got {labels[bad][:5].tolist()} (samples {where}); "
-            "remap the labels to class ids or use per_class=False"
-        )
 
 
 _RANDOM_SELECTOR_STREAM = 0x7275  # fixed salt: the same seed always gives the same set
@@ -42,7 +29,7 @@ def _own_stream(seed: int) -> int:
 
 
 @register_selector("random")
-class RandomSelector:
+class RandomSelector(ScoringSelector[SampleScores]):
     """Pick a uniformly random trusted set (the baseline): the same ``seed`` gives the same set.
 
     A sample's score is its rank in a random permutation of the data seeded by ``seed``, so the ``n_trusted`` lowest
@@ -59,35 +46,24 @@ class RandomSelector:
     def __repr__(self) -> str:
         return "RandomSelector()"
 
-    def select(
-        self,
-        model: nn.Module,
-        source: SampleSource,
-        n_trusted: int,
-        per_class: bool = False,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> Selection:
-        """Keep ``n_trusted`` random samples (``per_class``: ``n_trusted // K`` random samples of each label).
+    def score(self, model: nn.Module, source: SampleSource, *, seed: int = 0, progress: bool = False) -> SampleScores:
+        """Score each sample by its rank in a permutation seeded by ``seed`` (``model`` is not used).
 
         Example:
             >>> from torch.utils.data import TensorDataset
-            >>> source = SampleSource(TensorDataset(torch.randn(6, 3), torch.tensor([0, 1] * 3)))
-            >>> RandomSelector().select(nn.Linear(3, 2), source, 2, per_class=True).class_counts(2).tolist()
-            [1, 1]
+            >>> source = SampleSource(TensorDataset(torch.randn(4, 3), torch.tensor([0, 1] * 2)))
+            >>> sorted(RandomSelector().score(nn.Linear(3, 2), source, seed=5).scores.tolist())
+            [0.0, 1.0, 2.0, 3.0]
         """
-        n_trusted = checked_n_trusted(n_trusted, len(source))
         labels = source_labels(source, progress)
-        _check_labels(labels, per_class, source.num_classes)
         order = torch.randperm(len(source), generator=torch.Generator().manual_seed(_own_stream(seed)))
         scores = torch.empty(len(source), dtype=torch.float64)
         scores[order] = torch.arange(len(source), dtype=torch.float64)
-        indices = lowest_scores(scores, labels, n_trusted, per_class, source.num_classes)
-        return Selection(indices, scores, labels)
+        return SampleScores(scores, labels, source.num_classes)
 
 
 @register_selector("expert")
-class ExpertSelector:
+class ExpertSelector(ScoringSelector[SampleScores]):
     """Use a subset of the training data whose labels a person has verified (the paper's "Expert" strategy).
 
     Verified samples score 0 and the others 1. ``n_trusted`` equal to the number verified keeps them all; a smaller
@@ -148,29 +124,18 @@ class ExpertSelector:
     def __repr__(self) -> str:
         return f"ExpertSelector(<{self.indices.numel()} verified samples>)"
 
-    def select(
-        self,
-        model: nn.Module,
-        source: SampleSource,
-        n_trusted: int,
-        per_class: bool = False,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> Selection:
-        """Return the verified samples (the first ``n_trusted`` by index if fewer are asked for).
-
-        ``model`` and ``seed`` are not used.
+    def check_n_trusted(self, n_trusted: object, source: SampleSource) -> int:
+        """Check that the verified samples lie in ``source`` and that ``n_trusted`` is at most their number.
 
         Raises:
-            DataError: An index beyond the data, a mask of another length, ``n_trusted`` above the number verified
-                (or, with ``per_class``, a label with fewer verified samples than its quota).
+            DataError: An index beyond the data, a mask of another length, ``n_trusted`` not an integer in
+                ``[1, len(source)]`` or above the number verified.
 
         Example:
             >>> from torch.utils.data import TensorDataset
             >>> source = SampleSource(TensorDataset(torch.randn(6, 3), torch.tensor([0, 1] * 3)))
-            >>> mask = torch.tensor([True, True, False, True, False, False])
-            >>> ExpertSelector(mask).select(nn.Linear(3, 2), source, 2, per_class=True).indices.tolist()
-            [0, 1]
+            >>> ExpertSelector([0, 5]).check_n_trusted(2, source)
+            2
         """
         size = len(source)
         if self.mask is not None and self.mask.numel() != size:
@@ -184,21 +149,46 @@ class ExpertSelector:
                 f"verified indices must lie in [0, {size}) for data of {size} samples, got {out[:5].tolist()}"
                 f"{' ...' if out.numel() > 5 else ''}; pass indices into this dataset"
             )
-        n_trusted = checked_n_trusted(n_trusted, size)
+        checked = super().check_n_trusted(n_trusted, source)
         verified = self.indices.numel()
-        if n_trusted > verified:
+        if checked > verified:
             raise DataError(
-                f"n_trusted={n_trusted} but only {verified} samples are verified; the expert selector never picks "
+                f"n_trusted={checked} but only {verified} samples are verified; the expert selector never picks "
                 f"unverified samples: set n_trusted={verified} to use all of them, or verify more"
             )
-        labels = source_labels(source, progress)
-        _check_labels(labels, per_class, source.num_classes)
-        scores = torch.ones(size, dtype=torch.float64)
+        return checked
+
+    def score(self, model: nn.Module, source: SampleSource, *, seed: int = 0, progress: bool = False) -> SampleScores:
+        """Score the verified samples 0 and the others 1 (``model`` and ``seed`` are not used).
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> source = SampleSource(TensorDataset(torch.randn(4, 3), torch.tensor([0, 1] * 2)))
+            >>> ExpertSelector([2]).score(nn.Linear(3, 2), source).scores.tolist()
+            [1.0, 1.0, 0.0, 1.0]
+        """
+        scores = torch.ones(len(source), dtype=torch.float64)
         scores[self.indices] = 0.0
-        indices = lowest_scores(scores, labels, n_trusted, per_class, source.num_classes)
-        unverified = indices[scores[indices] > 0]
+        return SampleScores(scores, source_labels(source, progress), source.num_classes)
+
+    def pick(self, scored: SampleScores, n_trusted: int, per_class: bool) -> Selection:
+        """Return the verified samples (the first ``n_trusted`` by index, per label with ``per_class``).
+
+        Raises:
+            DataError: With ``per_class``, a label with fewer verified samples than its quota.
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> source = SampleSource(TensorDataset(torch.randn(6, 3), torch.tensor([0, 1] * 3)))
+            >>> mask = torch.tensor([True, True, False, True, False, False])
+            >>> ExpertSelector(mask).select(nn.Linear(3, 2), source, 2, per_class=True).indices.tolist()
+            [0, 1]
+        """
+        selection = super().pick(scored, n_trusted, per_class)
+        unverified = selection.indices[scored.scores[selection.indices] > 0]
         if unverified.numel():
-            k = source.num_classes if source.num_classes is not None else int(labels.max()) + 1
+            labels = scored.labels
+            k = scored.num_classes if scored.num_classes is not None else int(labels.max()) + 1
             counts = torch.bincount(labels[self.indices], minlength=k)[:k].tolist()
             short = sorted(set(labels[unverified].tolist()))
             raise DataError(
@@ -206,4 +196,4 @@ class ExpertSelector:
                 f"samples of each class, but class(es) {short} have fewer (verified per class: {counts}); lower "
                 "n_trusted, verify more of those classes or use per_class=False"
             )
-        return Selection(indices, scores, labels)
+        return selection

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..utils.distributed import sum_across_processes
 from .rows import layer_rows
 
-__all__ = ["LayerGram", "collect_grams", "gram_hooks"]
+__all__ = ["LayerGram", "collect_grams", "gram_hooks", "summed_across_processes"]
 
 # Rows are multiplied in chunks of at most this many float64 elements (~128 MiB) to bound peak memory.
 _CHUNK_ELEMENTS = 1 << 24
@@ -138,3 +139,15 @@ def collect_grams(
         for batch in inputs:
             model(batch)
     return grams
+
+
+def summed_across_processes(stats: LayerGram) -> LayerGram:
+    """``stats`` with its Gram and row count summed over every process (itself on one process).
+
+    Example:
+        >>> summed_across_processes(LayerGram(torch.eye(2, dtype=torch.float64)[None], rows=3)).rows
+        3
+    """
+    stats.gram = sum_across_processes(stats.gram)
+    stats.rows = int(sum_across_processes(torch.tensor([stats.rows]))[0])
+    return stats

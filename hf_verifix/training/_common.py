@@ -1,4 +1,4 @@
-"""What the training methods share: the epoch number, the map-style check, sample rows and kept columns.
+"""What the training methods share: the epoch callback, the epoch number, the map-style check, rows and columns.
 
 Example:
     >>> from transformers import TrainerState
@@ -11,19 +11,22 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from transformers import Trainer, TrainerState, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..data.source import is_iterable_dataset
-from ..errors import DataError
+from ..errors import ConfigError, DataError, describe_value
 
 __all__ = [
     "INPUT_KEY",
     "LABELS_KEY",
+    "EpochCallback",
+    "EpochHooks",
     "KeepColumnsTrainer",
     "as_row",
     "clipping_warning",
+    "config_or_default",
     "current_epoch",
     "is_map_style",
     "log_clipping_warning",
@@ -33,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 INPUT_KEY, LABELS_KEY = "pixel_values", "labels"
 """The names a plain ``(input, label)`` sample gets (:func:`as_row`)."""
+
+ConfigT = TypeVar("ConfigT")
 
 
 def current_epoch(state: TrainerState) -> int:
@@ -79,6 +84,33 @@ def as_row(item: Any, index: int | None = None) -> dict[str, Any]:
     )
 
 
+def config_or_default(value: Any, kind: type[ConfigT], name: str, expected: str, fix: str) -> ConfigT:
+    """A trainer's config argument: ``value`` itself, or ``kind()`` when it is None.
+
+    Args:
+        value: What the trainer received.
+        kind: The config class (called without arguments for the default).
+        name: The argument's name, for the message.
+        expected: What it must be, for the message (e.g. ``"a CrustConfig"``).
+        fix: How to build one, for the message.
+
+    Raises:
+        ConfigError: ``value`` is neither None nor a ``kind``: "<name> must be <expected> or None, got ...; <fix>".
+
+    Example:
+        >>> config_or_default(None, list, "items", "a list", "pass items=[...]")
+        []
+        >>> config_or_default(3, list, "items", "a list", "pass items=[...]")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ConfigError: items must be a list or None, got 3 (int); pass items=[...]
+    """
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name} must be {expected} or None, got {describe_value(value)}; {fix}")
+    return value
+
+
 def clipping_warning(args: TrainingArguments, trainer: str) -> str | None:
     """The warning a trainer logs when ``args`` clip gradients at the Trainer's default norm 1.0, else None.
 
@@ -112,9 +144,76 @@ def log_clipping_warning(args: TrainingArguments, trainer: str) -> None:
         logger.warning(message)
 
 
+class EpochHooks(Protocol):
+    """What :class:`EpochCallback` calls: a hook when ``train()`` begins and one when each epoch begins.
+
+    Example:
+        >>> all(hasattr(KeepColumnsTrainer, hook) for hook in ("_start_training", "_start_epoch"))  # no-ops there
+        True
+    """
+
+    def _start_training(self, state: TrainerState) -> None: ...
+
+    def _start_epoch(self, epoch: int) -> None: ...
+
+
+class EpochCallback(TrainerCallback):
+    """The training methods' one callback: runs the trainer's per-run and per-epoch work at the Trainer's events.
+
+    ``on_train_begin`` calls ``trainer._start_training(state)`` (reset the run's state); ``on_epoch_begin`` calls
+    ``trainer._start_epoch(epoch)`` with the 0-based epoch of :func:`current_epoch`, before the Trainer iterates the
+    epoch's dataloader (fit the loss mixture, select the coreset). :class:`KeepColumnsTrainer` registers one on
+    itself, after the callbacks passed to the Trainer (so theirs see each event first).
+
+    Example:
+        >>> from transformers import TrainerControl
+        >>> class Hooks:
+        ...     def _start_training(self, state): print("run starts")
+        ...     def _start_epoch(self, epoch): print("epoch", epoch)
+        >>> callback, control = EpochCallback(Hooks()), TrainerControl()
+        >>> args = TrainingArguments("out")
+        >>> _ = callback.on_train_begin(args, TrainerState(), control)
+        run starts
+        >>> _ = callback.on_epoch_begin(args, TrainerState(epoch=2.6), control)  # resumed mid-epoch 2
+        epoch 2
+    """
+
+    def __init__(self, trainer: EpochHooks) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        """Reset the trainer's per-run state (``trainer._start_training(state)``).
+
+        Example:
+            >>> class Hooks:
+            ...     def _start_training(self, state): print("run starts")
+            >>> _ = EpochCallback(Hooks()).on_train_begin(None, TrainerState(), None)
+            run starts
+        """
+        self.trainer._start_training(state)
+        return control
+
+    def on_epoch_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        """Run the trainer's per-epoch work for the 0-based epoch starting (``trainer._start_epoch(epoch)``).
+
+        Example:
+            >>> class Hooks:
+            ...     def _start_epoch(self, epoch): print("epoch", epoch)
+            >>> _ = EpochCallback(Hooks()).on_epoch_begin(None, TrainerState(epoch=1.0), None)
+            epoch 1
+        """
+        self.trainer._start_epoch(current_epoch(state))
+        return control
+
+
 class KeepColumnsTrainer(Trainer):
     """The base of the seeds' training methods: a ``Trainer`` whose column filter (``remove_unused_columns``) also
-    keeps :attr:`kept_columns`, and which logs :func:`clipping_warning` once (main process) when it is built.
+    keeps :attr:`kept_columns`, which logs :func:`clipping_warning` once (main process) when it is built, and which
+    registers an :class:`EpochCallback` for its ``_start_training`` / ``_start_epoch`` hooks (no-ops here).
 
     A plain module's ``forward(x)`` names neither ``pixel_values`` nor ``labels``, and the training methods add keys
     of their own; the Trainer would drop them all.
@@ -130,6 +229,13 @@ class KeepColumnsTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if self.args.process_index == 0:  # once, not once per process
             log_clipping_warning(self.args, type(self).__name__)
+        self.add_callback(EpochCallback(self))
+
+    def _start_training(self, state: TrainerState) -> None:
+        """Called by :class:`EpochCallback` when ``train()`` begins; a training method resets its run's state."""
+
+    def _start_epoch(self, epoch: int) -> None:
+        """Called by :class:`EpochCallback` when epoch ``epoch`` (0-based) begins, before its batches are drawn."""
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 __all__ = ["BetaMixture"]
 

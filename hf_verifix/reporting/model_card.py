@@ -6,7 +6,7 @@
 as ``alpha_search.png`` (drawn with matplotlib when it is installed).
 
 Example:
-    >>> from hf_verifix.model_card import PLOT_NAME
+    >>> from hf_verifix.reporting.model_card import PLOT_NAME
     >>> PLOT_NAME
     'alpha_search.png'
 """
@@ -14,14 +14,17 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from ..models.adapters import usage_code
+from ..results import CARD_NAME, PLOT_NAME, AlphaSearchResult, CorrectionResult, format_alpha
+from ..utils.staging import atomic_write
+from .figures import alpha_curve
 
 __all__ = [
     "CARD_NAME",
@@ -36,8 +39,6 @@ __all__ = [
     "write_model_card",
 ]
 
-CARD_NAME = "README.md"
-PLOT_NAME = "alpha_search.png"
 TEMPLATE_NAME = "verifix_model_card.md"
 
 FIGURE_CAPTIONS: dict[str, str] = {
@@ -48,14 +49,14 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "spectrum": "Normalised activation spectrum and importance λ of representative layers",
     "timings": "Wall time of each phase of the correction",
 }
-"""Caption of each correction-report figure (keys of :data:`hf_verifix.report.FIGURES`) when a card embeds it.
+"""Caption of each correction-report figure (keys of :data:`hf_verifix.results.FIGURES`) when a card embeds it.
 
 Example:
     >>> FIGURE_CAPTIONS["trusted_classes"]
     'Class histogram of the trusted set'
 """
 
-_REPO_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / TEMPLATE_NAME
+_REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / TEMPLATE_NAME
 
 
 @dataclass
@@ -151,10 +152,6 @@ def default_template() -> str:
     )
 
 
-def _format_alpha(alpha: float) -> str:
-    return f"{alpha:.0e}".replace("e+0", "e").replace("e+", "e") if alpha >= 1e3 else f"{alpha:g}"
-
-
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -162,10 +159,9 @@ def _percent(value: float | None) -> str:
 def plot_alpha_search(
     curve: dict[float, float], baseline: float, best_alpha: float | None, path: str | os.PathLike[str]
 ) -> Path | None:
-    """Draw accuracy against α (log scale) with the uncorrected model's accuracy as a line; save a PNG at ``path``.
+    """Draw the α-search curve (the report's :func:`~hf_verifix.reporting.figures.alpha_curve`) as a PNG at ``path``.
 
-    matplotlib is imported here and draws with its Agg canvas (no pyplot, no GUI). Returns None (and writes
-    nothing) when matplotlib is not installed or the curve is empty. The PNG is written atomically.
+    Returns None (and writes nothing) when matplotlib is not installed or the curve is empty.
 
     Example:
         >>> import tempfile, os
@@ -175,61 +171,9 @@ def plot_alpha_search(
     """
     if not curve or importlib.util.find_spec("matplotlib") is None:
         return None
-    # The Agg canvas on a bare Figure: no pyplot, so no global backend switch or GUI in the caller's process.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    alphas = sorted(curve)
-    figure = Figure(figsize=(6, 3.6), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
-    axes.plot(alphas, [100 * curve[a] for a in alphas], marker="o", label="corrected (SAP)")
-    axes.axhline(100 * baseline, color="gray", linestyle="--", label="uncorrected")
-    if best_alpha is not None and best_alpha in curve:
-        axes.plot(
-            [best_alpha],
-            [100 * curve[best_alpha]],
-            marker="*",
-            markersize=14,
-            color="C3",
-            linestyle="none",
-            label=f"chosen α = {_format_alpha(best_alpha)}",
-        )
-    axes.set_xscale("log")
-    axes.set_xlabel("α")
-    axes.set_ylabel("held-out accuracy (%)")
-    axes.set_title("α search")
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    target = Path(path)
-    _write_atomic(target, buffer.getvalue())
-    return target
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _usage_code(info: CardInfo) -> str:
-    where = info.repo_id or "path/to/this/model"
-    if info.library_name == "timm":
-        prefix = "hf-hub:" if info.repo_id else "local-dir:"
-        return f'import timm\n\nmodel = timm.create_model("{prefix}{where}", pretrained=True).eval()'
-    return (
-        "from transformers import AutoImageProcessor, AutoModelForImageClassification\n\n"
-        f'model = AutoModelForImageClassification.from_pretrained("{where}")\n'
-        f'processor = AutoImageProcessor.from_pretrained("{where}")  # when the repo has one'
-    )
+    best = curve.get(best_alpha, baseline) if best_alpha is not None else baseline
+    search = AlphaSearchResult(best_alpha, best, baseline, dict(curve))
+    return alpha_curve(search, best_alpha, Path(path))
 
 
 def _eval_results(info: CardInfo, applied_alpha: float | None) -> list[Any] | None:
@@ -238,7 +182,7 @@ def _eval_results(info: CardInfo, applied_alpha: float | None) -> list[Any] | No
     from huggingface_hub import EvalResult
 
     dataset = shareable_name(info.dataset or "data", info.dataset_is_hub, "data")
-    after = f"Accuracy after SAP (α = {_format_alpha(applied_alpha)})" if applied_alpha else "Accuracy after SAP"
+    after = f"Accuracy after SAP (α = {format_alpha(applied_alpha)})" if applied_alpha else "Accuracy after SAP"
     common = dict(
         task_type="image-classification",
         task_name="Image Classification",
@@ -271,7 +215,7 @@ def _trusted_text(trusted: dict[str, Any]) -> str:
 def _settings_rows(config: dict[str, Any], report: dict[str, Any], info: CardInfo) -> list[tuple[str, str]]:
     applied = report.get("applied_alpha")
     rows = [
-        ("α (applied)", _format_alpha(applied) if applied else "none (the uncorrected model scored best)"),
+        ("α (applied)", format_alpha(applied) if applied else "none (the uncorrected model scored best)"),
         (
             "selector",
             f"`{config.get('selector')}`" + (f" {config['selector_kwargs']}" if config.get("selector_kwargs") else ""),
@@ -315,7 +259,7 @@ def _with_search_scores(info: CardInfo, search: Mapping[str, Any] | None, applie
 
 
 def render_model_card(
-    report: dict[str, Any],
+    correction: CorrectionResult | Mapping[str, Any],
     info: CardInfo,
     template_path: str | os.PathLike[str] | None = None,
     plot_file: str | None = None,
@@ -324,13 +268,15 @@ def render_model_card(
     """Return the ``huggingface_hub.ModelCard`` of a correction.
 
     Args:
-        report: :meth:`ProjectionCorrector.report` of the correction (config, trusted set, layers, α search).
+        correction: The :class:`~hf_verifix.results.CorrectionResult`, or its JSON summary (``correction_report.json``,
+            :meth:`ProjectionCorrector.report`: config, trusted set, layers, α search).
         info: Provenance and scores; before/after accuracies become ``eval_results`` (the card's ``model-index``).
-            When ``info`` has neither, the report's α search gives them (uncorrected, and the applied α's score).
+            When ``info`` has neither, the result's evaluation gives them, else the α search's (uncorrected, and
+            the applied α's score).
         template_path: A Jinja template starting with ``---\\n{{ card_data }}\\n---`` (default: the packaged one).
         plot_file: File name of the α-search PNG next to the card, shown in it (None: not drawn).
         figures: Correction-report figures next to the card, ``{key: file name}`` with the keys of
-            :data:`hf_verifix.report.FIGURES`; each is shown with its :data:`FIGURE_CAPTIONS` caption (the α curve
+            :data:`hf_verifix.results.FIGURES`; each is shown with its :data:`FIGURE_CAPTIONS` caption (the α curve
             stays in the α-search section).
 
     Example:
@@ -341,15 +287,38 @@ def render_model_card(
         >>> [r.metric_value for r in card.data.eval_results]
         [0.5, 0.75]
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
-    from . import __version__
+    report = correction.summary if isinstance(correction, CorrectionResult) else dict(correction)
+    info = _with_scores(info, correction)
+    return ModelCard.from_template(
+        _card_data(info, report.get("applied_alpha")),
+        template_path=str(template_path) if template_path is not None else None,
+        template_str=None if template_path is not None else default_template(),
+        **_template_fields(report, info),
+        plot_file=plot_file,
+        figures=[
+            (FIGURE_CAPTIONS.get(key, key), name) for key, name in (figures or {}).items() if key != "alpha_curve"
+        ],
+    )
 
-    config = report.get("config", {})
-    applied = report.get("applied_alpha")
-    search = report.get("alpha_search")
-    info = _with_search_scores(info, search, applied)
-    card_data = ModelCardData(
+
+def _with_scores(info: CardInfo, correction: CorrectionResult | Mapping[str, Any]) -> CardInfo:
+    """``info`` with before/after accuracies from the result's evaluation, else from its α search, when it has none."""
+    if info.accuracy_before is not None or info.accuracy_after is not None:
+        return info
+    if isinstance(correction, CorrectionResult):
+        before, after = correction.accuracy_before, correction.accuracy_after
+        if before is not None and after is not None:
+            return replace(info, accuracy_before=before, accuracy_after=after)
+        correction = correction.summary
+    return _with_search_scores(info, correction.get("alpha_search"), correction.get("applied_alpha"))
+
+
+def _card_data(info: CardInfo, applied: float | None) -> Any:
+    from huggingface_hub import ModelCardData
+
+    return ModelCardData(
         model_name=info.model_name,
         base_model=info.base_model if info.base_model_is_hub else None,
         datasets=[info.dataset] if info.dataset_is_hub and info.dataset else None,
@@ -358,6 +327,9 @@ def render_model_card(
         tags=["hf-verifix", "noisy-labels", "label-noise", "scaled-activation-projection", "image-classification"],
         eval_results=_eval_results(info, applied),
     )
+
+
+def _provenance_fields(info: CardInfo) -> dict[str, Any]:
     base = info.base_model or "a classifier"
     if info.base_model_is_hub:
         revision = f" (revision `{info.base_model_revision[:12]}`)" if info.base_model_revision else ""
@@ -365,7 +337,6 @@ def render_model_card(
     else:
         base_text = f"`{shareable_name(base, False) if info.base_model else base}`"
     dataset = shareable_name(info.dataset, info.dataset_is_hub, "data") if info.dataset else "the held-out data"
-    eval_text = f"`{dataset}`" + (f", split `{info.eval_split}`" if info.eval_split else "")
     if info.eval_labels:
         label_note = (
             f"The held-out labels come from {info.eval_labels}, as noisy as the training labels: these accuracies "
@@ -378,63 +349,67 @@ def render_model_card(
             + ", used as given to choose α: if they are noisy like the training labels, these accuracies are "
             "measured against noisy labels."
         )
+    return {
+        "base_model_text": base_text,
+        "eval_text": f"`{dataset}`" + (f", split `{info.eval_split}`" if info.eval_split else ""),
+        "label_note": label_note,
+    }
+
+
+def _search_fields(search: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not search:
+        return {"alpha_rows": [], "search_text": ""}
+    curve = {float(a): float(v) for a, v in search.get("curve", {}).items()}
+    best = search.get("best_alpha")
+    rows = [
+        (format_alpha(a) + (" (chosen)" if best is not None and a == float(best) else ""), _percent(v))
+        for a, v in sorted(curve.items())
+    ]
+    text = (
+        f"{len(curve)} values of α were tried on the held-out data; "
+        + (
+            f"α = {format_alpha(float(best))} scored best and was applied."
+            if best is not None
+            else "none beat the uncorrected model, so the weights were left unchanged."
+        )
+        + f" Uncorrected: {_percent(search.get('baseline_accuracy'))}."
+    )
+    return {"alpha_rows": rows, "search_text": text}
+
+
+def _template_fields(report: Mapping[str, Any], info: CardInfo) -> dict[str, Any]:
+    """Everything the card template shows besides the metadata and the figures."""
+    from .._version import __version__
+
+    applied = report.get("applied_alpha")
+    layers = report.get("layers", {})
     accuracy_rows = (
         [("uncorrected", _percent(info.accuracy_before)), ("corrected (SAP)", _percent(info.accuracy_after))]
         if info.has_scores
         else []
     )
-    alpha_rows: list[tuple[str, str]] = []
-    search_text = ""
-    if search:
-        curve = {float(a): float(v) for a, v in search.get("curve", {}).items()}
-        best = search.get("best_alpha")
-        alpha_rows = [
-            (_format_alpha(a) + (" (chosen)" if best is not None and a == float(best) else ""), _percent(v))
-            for a, v in sorted(curve.items())
-        ]
-        search_text = (
-            f"{len(curve)} values of α were tried on the held-out data; "
-            + (
-                f"α = {_format_alpha(float(best))} scored best and was applied."
-                if best is not None
-                else "none beat the uncorrected model, so the weights were left unchanged."
-            )
-            + f" Uncorrected: {_percent(search.get('baseline_accuracy'))}."
-        )
-    layers = report.get("layers", {})
-    library = {"transformers": "transformers", "timm": "timm"}.get(info.library_name or "", "safetensors")
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(template_path) if template_path is not None else None,
-        template_str=None if template_path is not None else default_template(),
-        model_name=info.model_name,
-        version=__version__,
-        base_model_text=base_text,
-        library_text=library,
-        eval_text=eval_text,
-        label_note=label_note,
-        accuracy_rows=accuracy_rows,
-        alpha_text=_format_alpha(applied) if applied else "none",
-        alpha_rows=alpha_rows,
-        search_text=search_text,
-        plot_file=plot_file,
-        figures=[
-            (FIGURE_CAPTIONS.get(key, key), name) for key, name in (figures or {}).items() if key != "alpha_curve"
-        ],
-        plot_missing_reason="matplotlib is not installed (pip install matplotlib)",
-        settings_rows=_settings_rows(config, report, info),
-        trusted_text=_trusted_text(report.get("trusted", {})),
-        layers_corrected=[(n, v.get("rows"), v.get("dim")) for n, v in layers.items()],
-        layers_skipped=sorted(report.get("skipped_layers", {}).items()),
-        layers_shared={n: v["shared_with"] for n, v in layers.items() if v.get("shared_with")},
-        usage_code=_usage_code(info),
-        command=info.command,
-    )
+    return {
+        "model_name": info.model_name,
+        "version": __version__,
+        **_provenance_fields(info),
+        "library_text": {"transformers": "transformers", "timm": "timm"}.get(info.library_name or "", "safetensors"),
+        "accuracy_rows": accuracy_rows,
+        "alpha_text": format_alpha(applied) if applied else "none",
+        **_search_fields(report.get("alpha_search")),
+        "plot_missing_reason": "matplotlib is not installed (pip install matplotlib)",
+        "settings_rows": _settings_rows(report.get("config", {}), dict(report), info),
+        "trusted_text": _trusted_text(report.get("trusted", {})),
+        "layers_corrected": [(n, v.get("rows"), v.get("dim")) for n, v in layers.items()],
+        "layers_skipped": sorted(report.get("skipped_layers", {}).items()),
+        "layers_shared": {n: v["shared_with"] for n, v in layers.items() if v.get("shared_with")},
+        "usage_code": usage_code(info.library_name, info.repo_id),
+        "command": info.command,
+    }
 
 
 def write_model_card(
     folder: str | os.PathLike[str],
-    report: dict[str, Any],
+    correction: CorrectionResult | Mapping[str, Any],
     info: CardInfo,
     template_path: str | os.PathLike[str] | None = None,
     figures: Mapping[str, str] | None = None,
@@ -442,7 +417,7 @@ def write_model_card(
     """Write ``README.md`` (and ``alpha_search.png`` when there was an α search) into ``folder``; return the card path.
 
     With ``figures`` (the correction report's figures, already in ``folder``: ``{key: file name}``, keys of
-    :data:`hf_verifix.report.FIGURES`), the card embeds them all; the report's ``alpha_curve`` then serves as the
+    :data:`hf_verifix.results.FIGURES`), the card embeds them all; the report's ``alpha_curve`` then serves as the
     α-search plot instead of drawing ``alpha_search.png``. Each file is written to a temporary name and moved into
     place, so an interruption leaves no half-written file.
 
@@ -459,6 +434,7 @@ def write_model_card(
     missing = [name for name in figures.values() if not (target / name).is_file()]
     if missing:
         raise FileNotFoundError(f"figures {missing} are not in {str(target)!r}; write the report there first")
+    report = correction.summary if isinstance(correction, CorrectionResult) else correction
     search = report.get("alpha_search")
     plot = None
     if "alpha_curve" in figures:
@@ -469,7 +445,7 @@ def write_model_card(
             best = search.get("best_alpha")
             plot = plot_alpha_search(curve, float(search["baseline_accuracy"]), best, target / PLOT_NAME)
         plot_name = PLOT_NAME if plot is not None else None
-    card = render_model_card(report, info, template_path, plot_file=plot_name, figures=figures)
+    card = render_model_card(correction, info, template_path, plot_file=plot_name, figures=figures)
     path = target / CARD_NAME
-    _write_atomic(path, str(card).encode("utf-8"))
+    atomic_write(path, str(card))
     return path

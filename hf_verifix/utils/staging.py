@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["deferred_sigint", "staged_directory", "terminate_as_exit"]
+__all__ = ["atomic_write", "deferred_sigint", "staged_directory", "terminate_as_exit"]
 
 _HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -221,3 +221,27 @@ def staged_directory(target: str | os.PathLike[str], overwrite: bool = True) -> 
     finally:
         with deferred_sigint():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file renamed into place; return the path.
+
+    An interruption leaves the old file or the new one, never half of one, and no temporary file behind. The parent
+    folder is created when needed; the file gets the usual ``0666 & ~umask`` permissions.
+
+    Example:
+        >>> import tempfile
+        >>> atomic_write(Path(tempfile.mkdtemp()) / "a" / "x.json", "{}").read_text()
+        '{}'
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:  # e.g. the path is a folder, or Ctrl-C: never leave the temporary file
+        tmp.unlink(missing_ok=True)
+        raise
+    return target

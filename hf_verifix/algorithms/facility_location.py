@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 __all__ = ["FacilityLocationResult", "facility_location"]
 
