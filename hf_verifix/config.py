@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import numbers
 import os
-import re
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._validation import MAX_SEED, valid_int, valid_on_uncorrectable, valid_patterns
 from ._validation import valid_alpha as _valid_alpha
 from .errors import ConfigError, describe_value
 from .results import CONFIG_NAME
@@ -21,8 +20,6 @@ __all__ = ["CONFIG_NAME", "CorrectionConfig", "available_devices", "unavailable_
 
 
 # torch.manual_seed accepts seeds up to 2**64 - 1; numpy's generators need non-negative seeds.
-_MAX_SEED = 2**64 - 1
-_MAX_SEED_TEXT = "2**64 - 1"
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -110,9 +107,9 @@ class CorrectionConfig:
     def __post_init__(self) -> None:
         self.alpha = _valid_alpha(self.alpha, "alpha")
         self.alpha_grid = _valid_alpha_grid(self.alpha_grid)
-        self.n_trusted = _valid_int(self.n_trusted, "n_trusted", low=1, example=1000)
-        self.batch_size = _valid_int(self.batch_size, "batch_size", low=1, example=64)
-        self.seed = _valid_int(self.seed, "seed", low=0, high=_MAX_SEED, example=0)
+        self.n_trusted = valid_int(self.n_trusted, "n_trusted", low=1, example=1000)
+        self.batch_size = valid_int(self.batch_size, "batch_size", low=1, example=64)
+        self.seed = valid_int(self.seed, "seed", low=0, high=MAX_SEED, example=0)
         if not isinstance(self.selector, str) or not self.selector:
             raise ConfigError(
                 f"selector must be the non-empty name of a registered selector (e.g. 'loss'; see "
@@ -123,14 +120,14 @@ class CorrectionConfig:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be True or False, got {describe_value(value)}; pass a bool")
-        self.target_modules = _valid_patterns(self.target_modules, "target_modules")
+        self.target_modules = valid_patterns(self.target_modules, "target_modules")
         if self.target_modules == []:
             raise ConfigError(
                 "target_modules=[] matches no layer, so nothing would be corrected; pass None to target every "
                 "nn.Linear/nn.Conv2d layer, or a list of regular expressions such as ['layer4\\..*', 'fc']"
             )
-        self.exclude_modules = _valid_patterns(self.exclude_modules, "exclude_modules")
-        self.on_uncorrectable = _valid_on_uncorrectable(self.on_uncorrectable)
+        self.exclude_modules = valid_patterns(self.exclude_modules, "exclude_modules")
+        self.on_uncorrectable = valid_on_uncorrectable(self.on_uncorrectable)
         self.statistics_device = _valid_device(self.statistics_device)
         for name in ("image_column", "label_column"):
             value = getattr(self, name)
@@ -264,52 +261,6 @@ def _valid_alpha_grid(value: Any) -> tuple[float, ...]:
     if not grid:
         raise ConfigError("alpha_grid must hold at least one alpha, got an empty sequence; pass e.g. (1e3, 3e4, 1e6)")
     return grid
-
-
-def _valid_int(value: Any, name: str, low: int, example: int, high: int | None = None, hint: str = "") -> int:
-    """``value`` as an int in [low, high], else a ConfigError naming it, what is allowed and ``hint`` (the fix)."""
-    upper = _MAX_SEED_TEXT if high == _MAX_SEED else str(high)
-    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {upper}]"
-    fix = f"; {hint}" if hint else ""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {describe_value(value)}{fix}")
-    number = int(value)
-    if number < low or (high is not None and number > high):
-        raise ConfigError(f"{name} must be {allowed} (e.g. {example}), got {number}{fix}")
-    return number
-
-
-ON_UNCORRECTABLE = ("error", "skip")
-
-
-def _valid_on_uncorrectable(value: Any) -> str:
-    if not isinstance(value, str) or value not in ON_UNCORRECTABLE:
-        raise ConfigError(
-            f"on_uncorrectable must be 'error' (refuse a model with layers that cannot be corrected) or 'skip' "
-            f"(leave those layers unchanged), got {describe_value(value)}"
-        )
-    return value
-
-
-def _valid_patterns(value: Any, name: str) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
-        raise ConfigError(
-            f"{name} must be a list of regular expressions over layer names (e.g. ['fc', 'layer4\\..*']) or None, "
-            f"got {describe_value(value)}"
-        )
-    for pattern in value:
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            raise ConfigError(
-                f"{name} entry {pattern!r} is not a valid regular expression ({err}); escape special characters "
-                "with re.escape or fix the pattern"
-            ) from err
-    return list(value)
 
 
 def available_devices() -> list[str]:

@@ -13,20 +13,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validation import alpha_candidates, trusted_index_tensor, valid_alpha
+from ._validation import alpha_candidates, check_materialised, valid_alpha
 from .config import CorrectionConfig, unavailable_device
 from .data.images import Transform
 from .data.source import SampleSource, as_source
-from .errors import ConfigError, DataError, InputTypeError, NumericalError, VerifixError
-from .fitting import check_finite_weights, check_trusted_labels, collected_grams, fitted_layers, trusted_labels
+from .errors import ConfigError, InputTypeError, NumericalError, VerifixError
+from .fitting import (
+    FittedLayers,
+    check_finite_weights,
+    check_trusted_labels,
+    collected_grams,
+    fitted_layers,
+    layer_summary,
+    trusted_labels,
+    trusted_set,
+    trusted_summary,
+)
 from .models.adapters import save_model
 from .models.forward import model_device
 from .models.state import WeightState
 from .predictions import predictions_and_labels
-from .projection.batchnorm import batchnorm_layers, recalibrate_batchnorm
+from .projection.batchnorm import batchnorm_buffers, recalibrate_batchnorm
 from .projection.update import LayerProjection
 from .results import REPORT_NAME, AlphaSearchResult, CorrectionResult, Evaluation
-from .selection.base import Selection, TrustedSelector, get_selector, trusted_set_quality
+from .selection.base import Selection, TrustedSelector
 from .statistics.layers import find_target_layers
 from .utils.progress import progress_bar
 from .utils.staging import staged_directory
@@ -81,13 +91,7 @@ class ProjectionCorrector:
             raise ConfigError(f"config must be a CorrectionConfig, got {type(config).__name__}")
         if overrides:
             config = CorrectionConfig.from_dict({**config.to_dict(), **overrides})
-        on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-        if on_meta:
-            raise VerifixError(
-                f"the model has {len(on_meta)} tensor(s) on the meta device (no data), e.g. {on_meta[:3]}; "
-                "materialise them first (model.to_empty(device='cpu') then load_state_dict, or load the model "
-                "without device_map='meta')"
-            )
+        check_materialised(model)
         self.model = model
         self.config = config
         self.selection: Selection | None = None
@@ -148,7 +152,7 @@ class ProjectionCorrector:
             >>> corrector.trusted_indices.tolist()
             [0, 3]
         """
-        if self._model_changed():
+        if self._state.changed_tensors():
             # Trained or edited since the last fit: those weights are the user's newest; fit them, restore nothing.
             logger.info("the model changed since the last fit; fitting its current weights")
         else:
@@ -166,7 +170,10 @@ class ProjectionCorrector:
         self.skipped = dict(targets.skipped)
         check_finite_weights(targets.targets)
         source = as_source(train_data, self.model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
-        trusted = self._trusted_set(source, trusted_indices, selector)
+        start = time.perf_counter()
+        trusted, self.selection, name = trusted_set(self.model, source, cfg, trusted_indices, selector)
+        self._selector_name = name or self._selector_name
+        self.timings["selection_s"] = time.perf_counter() - start
         start = time.perf_counter()
         statistics = torch.device(cfg.statistics_device) if cfg.statistics_device else None
         grams = collected_grams(self.model, source, trusted, targets.targets, statistics, cfg.progress)
@@ -180,33 +187,8 @@ class ProjectionCorrector:
         self.skipped.update(fitted.skipped)
         self._source = source
         self._trusted = trusted
-        self._state.keep(self.projections, _batchnorm_buffers(self.model))
+        self._state.keep(self.projections, batchnorm_buffers(self.model))
         return self
-
-    def _trusted_set(
-        self, source: SampleSource, trusted_indices: Any, selector: str | TrustedSelector | None
-    ) -> torch.Tensor:
-        """The trusted indices: given ones checked, or the selector's choice (``self.selection``)."""
-        cfg = self.config
-        start = time.perf_counter()
-        if trusted_indices is None:
-            if cfg.n_trusted > len(source):
-                raise DataError(
-                    f"n_trusted={cfg.n_trusted} is larger than the data ({len(source)} samples); "
-                    "lower n_trusted or pass more data"
-                )
-            chosen = cfg.selector if selector is None else selector
-            kwargs = (cfg.selector_kwargs or {}) if isinstance(chosen, str) else {}
-            self.selection = get_selector(chosen, **kwargs).select(
-                self.model, source, cfg.n_trusted, cfg.per_class, cfg.seed, cfg.progress
-            )
-            trusted = self.selection.indices
-            self._selector_name = chosen if isinstance(chosen, str) else type(chosen).__name__
-        else:
-            trusted = trusted_index_tensor(trusted_indices, len(source))
-            self.selection = None
-        self.timings["selection_s"] = time.perf_counter() - start
-        return trusted
 
     def _forget_fit(self) -> None:
         self.selection = None
@@ -219,23 +201,6 @@ class ProjectionCorrector:
         self._source = None
         self._trusted = None
         self._state.forget()
-
-    def _mark_written(self) -> None:
-        """Record the model's state as this corrector left it (after fit, apply, revert or an evaluation)."""
-        self._state.mark()
-
-    def _model_changed(self) -> bool:
-        """Whether anything changed the model's parameters or buffers since this corrector last wrote them."""
-        return bool(self._state.changed_tensors())
-
-    def _refuse_if_changed(self, action: str) -> None:
-        changed = self._state.changed_tensors()
-        if changed:
-            raise VerifixError(
-                f"{action} would overwrite the model's current weights with the copy taken at fit time, but the "
-                f"model changed since (e.g. trained or edited): {len(changed)} tensor(s) differ, e.g. {changed[:3]}. "
-                "Nothing was written. Call corrector.fit(train_data) again to correct the current weights"
-            )
 
     def _trusted_labels(self) -> torch.Tensor:
         """The given labels of the trusted samples, in index order (read from the data if nothing scored them).
@@ -286,7 +251,7 @@ class ProjectionCorrector:
         """
         self._require_fit()
         value = self.config.alpha if alpha is None else valid_alpha(alpha, "alpha")
-        self._refuse_if_changed("apply")
+        self._state.refuse_if_changed("apply")
         start = time.perf_counter()
         self._project(value, self.config.progress)
         self.timings["update_s"] = time.perf_counter() - start
@@ -310,7 +275,7 @@ class ProjectionCorrector:
             batches = self._source.batches(self._trusted, "recalibrating BatchNorm", progress, sharded=False)
             recalibrate_batchnorm(self.model, (b.inputs.to(device) for b in batches))
         self.applied_alpha = alpha
-        self._mark_written()
+        self._state.mark()
 
     def revert(self) -> nn.Module:
         """Restore the original weights (and BatchNorm statistics) bit-exactly; return the model.
@@ -326,11 +291,11 @@ class ProjectionCorrector:
             >>> torch.equal(corrector.revert().weight, before)
             True
         """
-        self._refuse_if_changed("revert")
+        self._state.refuse_if_changed("revert")
         self._state.restore()
         self.applied_alpha = None
         if self._state.marked:
-            self._mark_written()
+            self._state.mark()
         return self.model
 
     # ------------------------------------------------------------------ α search and evaluation
@@ -355,7 +320,7 @@ class ProjectionCorrector:
         self._require_fit()
         grid = self.config.alpha_grid if alphas is None else alpha_candidates(alphas)
         source = self._source_of(eval_data, transform)
-        self._refuse_if_changed("search_alpha")
+        self._state.refuse_if_changed("search_alpha")
         self.revert()
         start = time.perf_counter()
         baseline = self._evaluation(source, None)
@@ -397,7 +362,7 @@ class ProjectionCorrector:
             return self._evaluation(source, self.applied_alpha)
         self._require_fit()
         value = valid_alpha(alpha, "alpha")
-        self._refuse_if_changed("evaluate")
+        self._state.refuse_if_changed("evaluate")
         found = self._snapshot()
         try:
             self._project(value, self.config.progress)
@@ -506,7 +471,7 @@ class ProjectionCorrector:
         if self.applied_alpha is None:
             return self._evaluation(source, None), None
         after = self._evaluation(source, self.applied_alpha)
-        self._refuse_if_changed("result")
+        self._state.refuse_if_changed("result")
         found = self._snapshot()
         try:
             self.revert()
@@ -532,7 +497,7 @@ class ProjectionCorrector:
         self.applied_alpha = snapshot["alpha"]
         self.timings.clear()
         self.timings.update(snapshot["timings"])
-        self._mark_written()  # the state restored is the one the corrector had left
+        self._state.mark()  # the state restored is the one the corrector had left
 
     # ------------------------------------------------------------------ report / save
     def report(self, clean_labels: Sequence[int] | torch.Tensor | None = None) -> dict[str, Any]:
@@ -551,37 +516,13 @@ class ProjectionCorrector:
             4
         """
         self._require_fit()
-        trusted = self.trusted_indices
-        summary: dict[str, Any] = {
-            "config": self.config.to_dict(),
-            "applied_alpha": self.applied_alpha,
-            "trusted": {
-                "count": int(trusted.numel()),
-                "selector": self._selector_name if self.selection is not None else "given (trusted_indices)",
-            },
-            "layers": {
-                name: {
-                    "rows": self.layer_rows[name],
-                    "decomposition": p.spectrum.method,
-                    "dim": int(p.spectrum.eigenvalues.shape[-1]),
-                    "groups": int(p.spectrum.eigenvalues.shape[0]),
-                    "shared_with": list(self.tied.get(name, [])),
-                }
-                for name, p in self.projections.items()
-            },
-            "skipped_layers": dict(self.skipped),
-            "timings_s": dict(self.timings),
-        }
-        given = self._trusted_labels()
-        summary["trusted"]["class_counts"] = torch.bincount(given).tolist()
-        if clean_labels is not None:
-            clean = torch.as_tensor(clean_labels).long().reshape(-1)
-            if clean.numel() != len(self._source or ()):
-                raise DataError(
-                    f"clean_labels must hold one label per fitted sample ({len(self._source or ())}), got "
-                    f"{clean.numel()}; pass the true labels of the data given to fit"
-                )
-            summary["trusted"].update(trusted_set_quality(given, clean[trusted]))
+        selector = self._selector_name if self.selection is not None else "given (trusted_indices)"
+        fitted = FittedLayers(self.projections, self.layer_rows, self.tied, self.skipped)
+        trusted = trusted_summary(
+            self.trusted_indices, self._trusted_labels(), selector, clean_labels, len(self._source or ())
+        )
+        summary = {"config": self.config.to_dict(), "applied_alpha": self.applied_alpha, "trusted": trusted}
+        summary.update(layer_summary(fitted, self.timings))
         if self.search_result is not None:
             summary["alpha_search"] = self.search_result.to_dict()
         return summary
@@ -609,14 +550,3 @@ class ProjectionCorrector:
             summary = self.report() if summary is None else summary
             (staging / REPORT_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         return Path(save_directory)
-
-
-def _batchnorm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The running statistics of every BatchNorm layer, by qualified name (what a projection makes stale)."""
-    layers = set(map(id, batchnorm_layers(model)))
-    return {
-        f"{prefix}.{name}" if prefix else name: buffer
-        for prefix, layer in model.named_modules()
-        if id(layer) in layers
-        for name, buffer in layer.named_buffers(recurse=False)
-    }

@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from ._validation import trusted_index_tensor
+from .config import CorrectionConfig
 from .data.source import SampleSource
 from .errors import DataError, LayerError, NumericalError
 from .models.forward import evaluation_mode, logits_of, model_device
 from .projection.spectrum import decompose_on_main
 from .projection.update import LayerProjection
+from .selection.base import Selection, TrustedSelector, get_selector, trusted_set_quality
 from .statistics.gram import LayerGram, collect_grams, summed_across_processes
 from .statistics.layers import LayerSelection
 from .utils.progress import progress_bar
@@ -38,7 +42,10 @@ __all__ = [
     "check_trusted_labels",
     "collected_grams",
     "fitted_layers",
+    "layer_summary",
     "trusted_labels",
+    "trusted_set",
+    "trusted_summary",
 ]
 
 
@@ -55,6 +62,41 @@ class FittedLayers:
     rows: dict[str, int] = field(default_factory=dict)
     tied: dict[str, list[str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+
+
+def trusted_set(
+    model: nn.Module,
+    source: SampleSource,
+    config: CorrectionConfig,
+    trusted_indices: Any = None,
+    selector: str | TrustedSelector | None = None,
+) -> tuple[torch.Tensor, Selection | None, str | None]:
+    """The trusted indices, the selection that chose them (None when given) and the selector's name.
+
+    Given ``trusted_indices`` (indices or a boolean mask) are checked; otherwise ``selector`` (default
+    ``config.selector``, a name built with ``config.selector_kwargs``) scores every sample.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from hf_verifix.config import CorrectionConfig
+        >>> source = SampleSource(TensorDataset(torch.randn(6, 2), torch.tensor([0, 1] * 3)))
+        >>> indices, selection, name = trusted_set(nn.Linear(2, 2), source, CorrectionConfig(n_trusted=2))
+        >>> indices.numel(), name
+        (2, 'loss')
+    """
+    if trusted_indices is not None:
+        return trusted_index_tensor(trusted_indices, len(source)), None, None
+    if config.n_trusted > len(source):
+        raise DataError(
+            f"n_trusted={config.n_trusted} is larger than the data ({len(source)} samples); "
+            "lower n_trusted or pass more data"
+        )
+    chosen = config.selector if selector is None else selector
+    kwargs = (config.selector_kwargs or {}) if isinstance(chosen, str) else {}
+    selection = get_selector(chosen, **kwargs).select(
+        model, source, config.n_trusted, config.per_class, config.seed, config.progress
+    )
+    return selection.indices, selection, chosen if isinstance(chosen, str) else type(chosen).__name__
 
 
 def collected_grams(
@@ -129,6 +171,57 @@ def _weight_of(layer: nn.Module) -> torch.Tensor:
     weight = layer.weight
     assert isinstance(weight, torch.Tensor)
     return weight
+
+
+def layer_summary(fitted: FittedLayers, timings: dict[str, float]) -> dict[str, Any]:
+    """The JSON summary of a fit's corrected and skipped layers, and of its phase timings.
+
+    Example:
+        >>> list(layer_summary(FittedLayers(), {}))
+        ['layers', 'skipped_layers', 'timings_s']
+    """
+    layers = {
+        name: {
+            "rows": fitted.rows[name],
+            "decomposition": p.spectrum.method,
+            "dim": int(p.spectrum.eigenvalues.shape[-1]),
+            "groups": int(p.spectrum.eigenvalues.shape[0]),
+            "shared_with": list(fitted.tied.get(name, [])),
+        }
+        for name, p in fitted.projections.items()
+    }
+    return {
+        "layers": layers,
+        "skipped_layers": dict(fitted.skipped),
+        "timings_s": dict(timings),
+    }
+
+
+def trusted_summary(
+    trusted: torch.Tensor,
+    given: torch.Tensor,
+    selector: str,
+    clean_labels: Any = None,
+    size: int = 0,
+) -> dict[str, Any]:
+    """The trusted set in the summary: count, selector, class counts; with the fitted data's ``clean_labels`` (one
+    per sample of the ``size`` fitted), its precision and class coverage too.
+
+    Example:
+        >>> trusted_summary(torch.tensor([0, 2]), torch.tensor([1, 1]), "loss")["class_counts"]
+        [0, 2]
+    """
+    summary: dict[str, Any] = {"count": int(trusted.numel()), "selector": selector}
+    summary["class_counts"] = torch.bincount(given).tolist()
+    if clean_labels is not None:
+        clean = torch.as_tensor(clean_labels).long().reshape(-1)
+        if clean.numel() != size:
+            raise DataError(
+                f"clean_labels must hold one label per fitted sample ({size}), got {clean.numel()}; pass the true "
+                "labels of the data given to fit"
+            )
+        summary.update(trusted_set_quality(given, clean[trusted]))
+    return summary
 
 
 def check_finite_weights(targets: dict[str, nn.Module]) -> None:

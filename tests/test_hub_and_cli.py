@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from hf_verifix import ProjectionCorrector
-from hf_verifix.cli import main
+from hf_verifix.commands.cli import main
 from hf_verifix.errors import DataError
 from hf_verifix.hub import HubError, LoadError, load_data, load_model, push_folder, push_to_hub, scrub_secrets
 
@@ -219,7 +219,7 @@ def test_align_labels_renumbers_the_datasets_own_column_when_the_training_labels
     import datasets
     from transformers import ViTConfig, ViTForImageClassification
 
-    from hf_verifix.cli import _align_labels
+    from hf_verifix.commands._common import align_labels_if_asked as _align_labels
     from hf_verifix.hub import LoadedData, LoadedModel
 
     names = ["cat", "dog", "bird"]
@@ -249,7 +249,7 @@ def test_local_folders_checkpoints_and_safe_loading(work, tmp_path):
     assert loaded.num_classes == 3 and all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
     torch.save({"state_dict": state}, tmp_path / "checkpoint.pth")
     assert load_model(tmp_path / "checkpoint.pth", architecture="test_resnet").num_classes == 3
-    with pytest.raises(LoadError, match="--architecture"):
+    with pytest.raises(LoadError, match=r"architecture=.resnet18."):
         load_model(tmp_path / "checkpoint.pth")
     # A pickle that needs code is refused by torch.load(weights_only=True), never executed.
     torch.save({"state_dict": state, "extra": Path("x")}, tmp_path / "unsafe.pth")
@@ -266,7 +266,7 @@ def test_local_folders_checkpoints_and_safe_loading(work, tmp_path):
     )  # fmt: skip
     for name in ("configuration.py", "modeling.py"):
         (custom / name).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
-    with pytest.raises(LoadError, match="--trust-remote-code"):
+    with pytest.raises(LoadError, match="trust_remote_code=True"):
         load_model(custom)
     assert not marker.exists()
 
@@ -610,7 +610,7 @@ _END_TO_END = textwrap.dedent(
     """
     import json, sys
     import torch
-    from hf_verifix.cli import main
+    from hf_verifix.commands.cli import main
 
     argv, output, repo_id, result_file = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     result = {"rc": main(argv)}
@@ -704,7 +704,7 @@ def test_end_to_end_load_by_id_correct_push_and_reload_by_id(work, hub, tmp_path
 def test_only_the_main_process_writes_under_accelerate_launch(work, tmp_path):
     output = tmp_path / "dist"
     arguments = [
-        "-m", "hf_verifix.cli", "correct", "--model", str(work["timm"]), *_data_args(work),
+        "-m", "hf_verifix.commands.cli", "correct", "--model", str(work["timm"]), *_data_args(work),
         "--eval-split", "validation", "--n-trusted", "6", "--alphas", "10,1e4", "--output-dir", str(output),
     ]  # fmt: skip
     done = run_launched(arguments)

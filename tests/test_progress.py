@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
-from hf_verifix.cli import main
+from hf_verifix.commands.cli import main
 
 
 def fit_with_progress() -> None:

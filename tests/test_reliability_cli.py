@@ -1,6 +1,6 @@
 """Reliability of the CLI, the configuration and model/data loading: bad inputs fail fast with a typed error.
 
-Every bad input in ``CASES`` is either a ``hf-verifix`` argv (run in-process with ``hf_verifix.cli.main``; the exit
+Every bad input in ``CASES`` is a ``hf-verifix`` argv (run in-process with ``hf_verifix.commands.cli.main``; the exit
 code and a regex of stderr are checked) or a library call (the exact exception type and a regex of its message).
 Messages name what was received and the fix. Cases whose ``--model`` does not exist show that the check runs before
 anything is loaded (loading would fail with exit 1 and another message). Everything is tiny, seeded and offline.
@@ -24,7 +24,7 @@ from testing_utils import save_tiny_timm, write_image_folder
 from torch import nn
 
 from hf_verifix import CorrectionConfig, ProjectionCorrector
-from hf_verifix.cli import main
+from hf_verifix.commands.cli import main
 from hf_verifix.errors import ConfigError
 from hf_verifix.hub import LoadError, load_data, load_model
 
@@ -436,7 +436,7 @@ CASES = [
     pytest.param(
         [*CORRECT, "--eval-split", "nope", "--n-trusted", "3", "--alpha", "10"],
         1,
-        r"'.*images'.*nope.*Pass --split / split= an existing split",
+        r"'.*images'.*nope.*Pass --split an existing split",
         id="cli-eval-split-missing",
     ),
     pytest.param(
@@ -491,7 +491,7 @@ def test_bad_input_fails_with_a_typed_error_naming_the_fix(
 
 # ------------------------------------------------------------------------------------------------------ temp files
 def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
-    from hf_verifix.cli import _write_text
+    from hf_verifix.utils.staging import atomic_write as _write_text
 
     folder = tmp_path / "scores.json"  # a folder where the file should go: os.replace fails
     folder.mkdir()

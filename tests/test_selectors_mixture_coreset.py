@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from hf_verifix.algorithms.facility_location import _Similarity, facility_location
+from hf_verifix.algorithms.facility_location import Similarity, facility_location
 from hf_verifix.algorithms.mixture import BetaMixture
 from hf_verifix.data.source import SampleSource
 from hf_verifix.errors import ConfigError, DataError, LayerError
@@ -237,7 +237,7 @@ def test_outer_product_pair_equals_explicit_features_and_on_demand_equals_dense(
     on_demand = facility_location((a, b), 12, max_dense=0, block_size=16)
     assert on_demand.indices.tolist() == pair.indices.tolist()
     assert on_demand.objective == pytest.approx(pair.objective, rel=1e-6)  # the dense matrix is float32
-    assert _Similarity((a, b), False, None, 16, 0).matrix is None  # nothing n × n is kept
+    assert Similarity((a, b), False, None, 16, 0).matrix is None  # nothing n × n is kept
 
 
 def test_facility_location_k_zero_and_all() -> None:
@@ -446,12 +446,12 @@ def test_selectors_reject_bad_options(name: str, kwargs: dict[str, object], matc
 
 
 def test_coreset_budget_split_is_proportional_and_exact() -> None:
-    from hf_verifix.selection.coreset import _budgets
+    from hf_verifix.selection.coreset import class_budgets
 
     counts = torch.tensor([500, 300, 199, 1, 0])
     for n in (0, 1, 7, 99, 500, 1000):
-        budgets = _budgets(counts, n, per_class=False)
+        budgets = class_budgets(counts, n, per_class=False)
         assert sum(budgets) == n and all(0 <= b <= int(c) for b, c in zip(budgets, counts.tolist(), strict=True))
         assert all(abs(b - n * int(c) / 1000) < 1 for b, c in zip(budgets, counts.tolist(), strict=True))
-    assert _budgets(counts, 7, per_class=True) == [2, 2, 1, 1, 1]
-    assert math.isclose(sum(_budgets(torch.tensor([3, 3]), 5, per_class=False)), 5)
+    assert class_budgets(counts, 7, per_class=True) == [2, 2, 1, 1, 1]
+    assert math.isclose(sum(class_budgets(torch.tensor([3, 3]), 5, per_class=False)), 5)

@@ -47,7 +47,7 @@ class FacilityLocationResult(NamedTuple):
     objective: float
 
 
-class _Similarity:
+class Similarity:
     """Columns sim(:, j) of a facility-location instance: sliced from a dense matrix or computed on demand.
 
     Features are kept in float64. Dense mode stores the n × n matrix in float32 (n² × 4 bytes; gains and coverage
@@ -160,7 +160,7 @@ def _gain(column: torch.Tensor, covered: torch.Tensor) -> float:
     return float(torch.clamp(column - covered, min=0.0).sum())
 
 
-def _greedy(sim: _Similarity, k: int, lazy: bool) -> tuple[list[int], torch.Tensor]:
+def greedy_medoids(sim: Similarity, k: int, lazy: bool) -> tuple[list[int], torch.Tensor]:
     """Pick k points greedily; return them in order and the final coverage max_{j∈S} sim(i, j) (0 for S = ∅).
 
     Ties go to the lowest index. The lazy variant keeps a max-heap of upper bounds on each point's MARGINAL gain
@@ -195,7 +195,7 @@ def _greedy(sim: _Similarity, k: int, lazy: bool) -> tuple[list[int], torch.Tens
     return chosen, covered
 
 
-def _assign(sim: _Similarity, chosen: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_medoids(sim: Similarity, chosen: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Return, for every point, the position in ``chosen`` of its most similar medoid (ties: earlier) and sim."""
     best = torch.full((sim.n,), -math.inf, dtype=torch.float64)
     owner = torch.zeros(sim.n, dtype=torch.long)
@@ -269,10 +269,10 @@ def facility_location(
         raise ConfigError(f"max_dense must be an integer >= 0, got {max_dense!r}")
     if isinstance(k, bool) or not isinstance(k, int):
         raise ConfigError(f"k must be an integer, got {type(k).__name__} {k!r}")
-    sim = _Similarity(x, precomputed, d_max, block_size, max_dense)
+    sim = Similarity(x, precomputed, d_max, block_size, max_dense)
     if not 0 <= k <= sim.n:
         raise ConfigError(f"k must be between 0 and the number of points ({sim.n}), got {k}")
-    chosen, covered = _greedy(sim, k, lazy)
-    owner, _ = _assign(sim, chosen)
+    chosen, covered = greedy_medoids(sim, k, lazy)
+    owner, _ = nearest_medoids(sim, chosen)
     weights = torch.bincount(owner, minlength=k) if k else torch.zeros(0, dtype=torch.long)
     return FacilityLocationResult(torch.tensor(chosen, dtype=torch.long), weights, float(covered.sum()))

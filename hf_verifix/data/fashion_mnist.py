@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, InputTypeError
+from .._validation import checked_limit
+from ..errors import ConfigError, DataError
 from .images import grayscale_image_dataset
 
 if TYPE_CHECKING:
@@ -99,18 +100,6 @@ def _check_split(split: str) -> str:
     if not isinstance(split, str) or split not in _SPLITS:
         raise ConfigError(f"split must be one of {list(_SPLITS)}, got {split!r}.")
     return split
-
-
-def _check_limit(limit: int | None) -> int | None:
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
-        raise InputTypeError(f"limit must be a non-negative int or None, got {type(limit).__name__} ({limit!r}).")
-    if limit < 0:
-        raise ConfigError(
-            f"limit must be a non-negative int or None, got {limit}; pass limit=None to load everything."
-        )
-    return int(limit)
 
 
 def _resolve_root(root: str | os.PathLike[str] | None) -> tuple[Path, str]:
@@ -209,7 +198,7 @@ def load_fashion_mnist_arrays(
         ((100, 28, 28), dtype('uint8'), (100,))
     """
     split = _check_split(split)
-    limit = _check_limit(limit)
+    limit = checked_limit(limit)
     directory, source = _resolve_root(root)
     prefix = _FILE_PREFIX[split]
     image_stem = f"{prefix}-images-idx3-ubyte"

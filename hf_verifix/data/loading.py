@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.source import _IMAGE_COLUMNS, _LABEL_COLUMNS, _column
 from ..errors import DataError, LoadError
 from ..utils.hub import is_repo_id
+from .source import IMAGE_COLUMNS, LABEL_COLUMNS, column_name
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
@@ -156,7 +156,7 @@ def _pick_split(data: Any, split: str | None, source: str) -> Any:
     if isinstance(data, datasets.DatasetDict):
         if match is None or match["name"] not in data:
             raise DataError(
-                f"{source!r} has no split {split!r}; its splits are {sorted(data)}. Pass --split / split= one of "
+                f"{source!r} has no split {split!r}; its splits are {sorted(data)}. Pass split= one of "
                 "them (optionally sliced: 'train[:80%]')"
             )
         data = data[match["name"]]
@@ -210,7 +210,7 @@ def _load_raw(
         raise
     except ValueError as err:
         if "split" in str(err).lower():
-            raise DataError(f"{text!r}: {str(err).rstrip('.')}. Pass --split / split= an existing split") from err
+            raise DataError(f"{text!r}: {str(err).rstrip('.')}. Pass split= an existing split") from err
         raise LoadError(f"cannot load the dataset {text!r}: {err}") from err
     except (FileNotFoundError, ConnectionError) as err:
         raise LoadError(
@@ -287,10 +287,10 @@ def load_data(
         raise DataError(f"pick one split of {sorted(data)} with split=")
     if len(data) == 0:
         raise DataError(f"split {split!r} of {dataset!r} is empty; pass a split with labelled images")
-    image = _column(data, image_column, "image", _IMAGE_COLUMNS, "Image")
+    image = column_name(data, image_column, "image", IMAGE_COLUMNS, "Image")
     reference: str | None = None
     if noisy_labels is not None or noisy_label_column is not None:
-        reference = label_column if label_column is not None else _maybe_column(data, _LABEL_COLUMNS, "ClassLabel")
+        reference = label_column if label_column is not None else _maybe_column(data, LABEL_COLUMNS, "ClassLabel")
         if reference is not None and reference not in data.column_names:
             raise DataError(f"label column {reference!r} is not in the dataset; its columns are {data.column_names}")
     if noisy_label_column is not None:
@@ -320,7 +320,7 @@ def load_data(
                 raise DataError(f"the noisy labels go up to {top} but {reference!r} has {feature.num_classes} classes")
             data = data.cast_column(label, feature)
     else:
-        label = _column(data, label_column, "label", _LABEL_COLUMNS, "ClassLabel")
+        label = column_name(data, label_column, "label", LABEL_COLUMNS, "ClassLabel")
     rows = list(range(len(data)))
     if limit is not None and limit < len(data):
         rows = sorted(int(i) for i in np.random.default_rng(seed).choice(len(data), size=limit, replace=False))
@@ -339,6 +339,6 @@ def load_data(
 
 def _maybe_column(data: Any, candidates: Sequence[str], feature: str) -> str | None:
     try:
-        return _column(data, None, "label", candidates, feature)
+        return column_name(data, None, "label", candidates, feature)
     except DataError:
         return None

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._validation import checked_limit
 from ..errors import ConfigError, DataError
-from .fashion_mnist import _check_limit
 from .images import grayscale_image_dataset
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def load_mnist_arrays(
         ((10000, 28, 28), 9)
     """
     index = _check_split(split)
-    limit = _check_limit(limit)
+    limit = checked_limit(limit)
     path = find_mnist_file(root)
     images, labels = _split_arrays(_read_pickle(path), index, path)
     return (images, labels) if limit is None else (images[:limit].copy(), labels[:limit].copy())

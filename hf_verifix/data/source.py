@@ -19,10 +19,12 @@ from ..utils.distributed import shard
 from ..utils.progress import progress_bar
 from .images import Transform, default_image_transform, image_to_tensor
 
-__all__ = ["Batch", "SampleSource", "as_source", "split_batch"]
+__all__ = ["IMAGE_COLUMNS", "LABEL_COLUMNS", "Batch", "SampleSource", "as_source", "column_name", "split_batch"]
 
-_IMAGE_COLUMNS = ("image", "img", "pixel_values", "images", "inputs", "input")
-_LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "targets")
+IMAGE_COLUMNS = ("image", "img", "pixel_values", "images", "inputs", "input")
+"""Column names tried, in order, for the inputs when none is given."""
+LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "targets")
+"""Column names tried, in order, for the labels when none is given."""
 
 
 @dataclass
@@ -95,12 +97,12 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         [1, 0]
     """
     if isinstance(batch, dict):
-        x = next((batch[k] for k in _IMAGE_COLUMNS if k in batch), None)
-        y = next((batch[k] for k in _LABEL_COLUMNS if k in batch), None)
+        x = next((batch[k] for k in IMAGE_COLUMNS if k in batch), None)
+        y = next((batch[k] for k in LABEL_COLUMNS if k in batch), None)
         if x is None or y is None:
             raise DataError(
-                f"a dict batch needs an input key (one of {list(_IMAGE_COLUMNS)}) and a label key "
-                f"(one of {list(_LABEL_COLUMNS)}), got keys {sorted(batch)}"
+                f"a dict batch needs an input key (one of {list(IMAGE_COLUMNS)}) and a label key "
+                f"(one of {list(LABEL_COLUMNS)}), got keys {sorted(batch)}"
             )
     elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
         x, y = batch[0], batch[1]
@@ -142,7 +144,7 @@ class _ShapeCheckedCollate:
 def _sample_input(sample: Any) -> Any:
     """The input of one dataset sample: the first item of a pair, or the image entry of a dict."""
     if isinstance(sample, Mapping):
-        return next((sample[k] for k in _IMAGE_COLUMNS if k in sample), None)
+        return next((sample[k] for k in IMAGE_COLUMNS if k in sample), None)
     if isinstance(sample, (tuple, list)) and sample:
         return sample[0]
     return sample
@@ -295,7 +297,16 @@ def _is_hf_dataset(data: Any) -> bool:
     return type(data).__module__.startswith("datasets.") and hasattr(data, "column_names")
 
 
-def _column(dataset: Any, requested: str | None, kind: str, candidates: Sequence[str], feature: str) -> str:
+def column_name(dataset: Any, requested: str | None, kind: str, candidates: Sequence[str], feature: str) -> str:
+    """The ``kind`` ("image" or "label") column of ``dataset``: ``requested`` if given (it must exist), else the only
+    column of the ``feature`` type (``"Image"`` / ``"ClassLabel"``), else the first of ``candidates`` present.
+
+    Example:
+        >>> import datasets
+        >>> data = datasets.Dataset.from_dict({"x": [1], "target": [0]})
+        >>> column_name(data, None, "label", LABEL_COLUMNS, "ClassLabel")
+        'target'
+    """
     columns = list(dataset.column_names)
     if requested is not None:
         if requested not in columns:
@@ -454,8 +465,8 @@ def as_source(
     elif _is_hf_dataset(data):
         if len(data) == 0:
             raise DataError("the dataset is empty; pass at least one labelled sample")
-        image = _column(data, image_column, "image", _IMAGE_COLUMNS, "Image")
-        label = _column(data, label_column, "label", _LABEL_COLUMNS, "ClassLabel")
+        image = column_name(data, image_column, "image", IMAGE_COLUMNS, "Image")
+        label = column_name(data, label_column, "label", LABEL_COLUMNS, "ClassLabel")
         feature = data.features[label]
         num_classes = getattr(feature, "num_classes", None)
         _check_class_order(model, getattr(feature, "names", None), label)

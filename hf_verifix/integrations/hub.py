@@ -137,7 +137,7 @@ def push_folder(
         if clashes:
             raise HubError(
                 f"{repo_id!r} on {where} already holds {', '.join(clashes)}, which this push would replace; "
-                f"pass --overwrite (overwrite=True) to replace them, or push to another repo. {kept}"
+                f"pass overwrite=True to replace them, or push to another repo. {kept}"
             )
         if "README.md" in files:
             _validate_card(where, (source / "README.md").read_text(encoding="utf-8"))

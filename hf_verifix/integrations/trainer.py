@@ -22,26 +22,26 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .._validation import alpha_candidates
 from ..config import CorrectionConfig
 from ..corrector import ProjectionCorrector
 from ..data.images import Transform
-from ..data.source import as_source, is_iterable_dataset
+from ..data.source import as_source
 from ..errors import ConfigError, DataError, VerifixError, describe_value
 from ..models.adapters import save_model
 from ..results import REPORT_NAME, UNCORRECTED_DIR, CorrectionResult
 from ..statistics.layers import find_target_layers
 from ..utils.distributed import is_main_process
 from ..utils.staging import atomic_write, staged_directory
+from .trainer_data import readable, reject_unindexable, trainer_data
 
 __all__ = ["LOG_PREFIX", "SAPCallback"]
 
@@ -54,15 +54,6 @@ Example:
 """
 
 logger = logging.getLogger(__name__)
-
-
-def _is_hf_dataset(data: Any) -> bool:
-    return type(data).__module__.startswith("datasets.") and hasattr(data, "column_names")
-
-
-def _has_custom_transform(data: Any) -> bool:
-    """True for a ``datasets.Dataset`` with ``with_transform``/``set_transform``: its rows only exist transformed."""
-    return _is_hf_dataset(data) and (getattr(data, "format", None) or {}).get("type") == "custom"
 
 
 def _valid_on_epochs(on_epochs: Any) -> frozenset[int]:
@@ -213,7 +204,7 @@ class SAPCallback(TrainerCallback):
                 f"image processor) or None, got {describe_value(transform)}"
             )
         for name, data in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            _reject_unindexable(data, name)
+            reject_unindexable(data, name)
         # Hyperparameters: set here, never changed by a run.
         self.config = config
         self.train_dataset = train_dataset
@@ -292,11 +283,11 @@ class SAPCallback(TrainerCallback):
     def _check_training_data(self, model: nn.Module, kwargs: Any) -> None:
         """Refuse before training what would make the correction fail after it: unreadable data, too few rows."""
         loader = kwargs.get("train_dataloader")
-        data = self._find_data("train", self.train_dataset, loader)
+        data = trainer_data("train", self.train_dataset, self.trainer, loader)
         if data is None:  # a Trainer bound later, or an event called by hand with the data at the end
             return
         cfg = self.config
-        data = self._readable(data, getattr(loader, "collate_fn", None), cfg.batch_size, "training")
+        data = readable(data, getattr(loader, "collate_fn", None), cfg.batch_size, "training", self.transform)
         source = as_source(data, model, cfg.batch_size, cfg.image_column, cfg.label_column, self.transform)
         if cfg.n_trusted > len(source):
             raise DataError(
@@ -392,17 +383,17 @@ class SAPCallback(TrainerCallback):
         eval_loader = kwargs.get("eval_dataloader")
         train_collate = getattr(train_loader, "collate_fn", None)
         eval_collate = getattr(eval_loader, "collate_fn", None) or train_collate
-        train_data = self._find_data("train", self.train_dataset, train_loader)
+        train_data = trainer_data("train", self.train_dataset, self.trainer, train_loader)
         if train_data is None:
             raise DataError(
                 "SAPCallback found no training data: pass SAPCallback(train_dataset=...), bind the Trainer with "
                 "callback.set_trainer(trainer), or call the event with train_dataloader=... "
                 "(the Trainer does this during trainer.train())"
             )
-        eval_data = self._find_data("eval", self.eval_dataset, eval_loader)
-        train_data = self._readable(train_data, train_collate, config.batch_size, "training")
+        eval_data = trainer_data("eval", self.eval_dataset, self.trainer, eval_loader)
+        train_data = readable(train_data, train_collate, config.batch_size, "training", self.transform)
         if eval_data is not None:
-            eval_data = self._readable(eval_data, eval_collate, config.batch_size, "evaluation")
+            eval_data = readable(eval_data, eval_collate, config.batch_size, "evaluation", self.transform)
 
         started = time.perf_counter()
         if eval_data is None and self.search_alpha:
@@ -439,44 +430,6 @@ class SAPCallback(TrainerCallback):
         if is_main_process() and state.is_world_process_zero:
             self._write(args, state, corrector, result, logs, folder)
         return logs
-
-    def _find_data(self, role: str, given: Any, loader: Any) -> Any:
-        if given is not None:
-            return given
-        if self.trainer is not None:
-            bound = getattr(self.trainer, f"{role}_dataset", None)
-            if isinstance(bound, dict):
-                raise DataError(
-                    f"the Trainer's {role}_dataset is a dict of {len(bound)} datasets ({sorted(bound)}); pass the "
-                    f"one labelled like the training data as SAPCallback({role}_dataset=...)"
-                )
-            if bound is not None:
-                return bound
-        # The loader the Trainer trained with shuffles (and may be sharded): read its dataset in order instead.
-        return getattr(loader, "dataset", None)
-
-    def _readable(self, data: Any, collate_fn: Callable[[list[Any]], Any] | None, batch_size: int, role: str) -> Any:
-        """``data`` as the corrector reads it: a dataset with a transform goes through the Trainer's collator."""
-        _reject_unindexable(data, f"the {role} data")
-        if isinstance(data, DataLoader):
-            return data
-        if self.transform is not None:
-            if not _is_hf_dataset(data) or _has_custom_transform(data):
-                raise DataError(
-                    f"transform= preprocesses the raw image column of a datasets.Dataset, but the {role} data is a "
-                    f"{type(data).__name__}{' with its own transform' if _is_hf_dataset(data) else ''}; drop "
-                    "SAPCallback(transform=...) and let the data yield pixel_values"
-                )
-            return data
-        if _is_hf_dataset(data) and not _has_custom_transform(data):
-            return data  # read column by column, whatever its format
-        if collate_fn is None:
-            if not _is_hf_dataset(data):
-                return data
-            from transformers import default_data_collator
-
-            collate_fn = default_data_collator
-        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
 
     def _log(self, state: TrainerState, logs: dict[str, float]) -> None:
         if self.trainer is not None:
@@ -523,11 +476,3 @@ def _add_note(err: BaseException, note: str) -> None:
 def _is_reporting_integration(callback: Any) -> bool:
     """The callbacks ``report_to`` adds (TensorBoard, W&B, MLflow, ...) all live in ``transformers.integrations``."""
     return type(callback).__module__.startswith("transformers.integrations")
-
-
-def _reject_unindexable(data: Any, name: str) -> None:
-    if is_iterable_dataset(data):
-        raise DataError(
-            f"{name} is an iterable (streaming) dataset, which cannot revisit the trusted samples; pass a map-style "
-            "dataset (datasets.Dataset, e.g. without streaming=True, or a torch Dataset with __getitem__)"
-        )

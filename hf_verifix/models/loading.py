@@ -146,7 +146,7 @@ def _snapshot(
         raise LoadError(
             f"{repo_id!r} is not a local path, and it is not in the Hugging Face cache "
             f"({cache_dir or 'the default cache'}) while {why}. Download it once with network access, point "
-            "HF_HUB_CACHE (or --cache-dir) at a cache holding it, or pass a local folder"
+            "HF_HUB_CACHE (or cache_dir=) at a cache holding it, or pass a local folder"
         ) from err
     return Path(folder)
 
@@ -189,7 +189,7 @@ def _folder_library(folder: Path) -> str:
         raise LoadError(
             f"{str(folder)!r} has no config.json, so it is neither a transformers (save_pretrained) nor a timm "
             "(timm.models.save_for_hf) model folder; for a bare checkpoint file pass the file and its timm "
-            "architecture (--architecture / architecture=)"
+            "architecture (architecture=)"
         )
     config = _read_json(config_file)
     if "model_type" in config or "auto_map" in config:
@@ -274,7 +274,7 @@ def _load_transformers(folder: Path, trust_remote_code: bool) -> tuple[nn.Module
         if "trust_remote_code" in str(err) and not trust_remote_code:
             raise LoadError(
                 f"the model in {str(folder)!r} needs its own Python code from the repo; run it only if you trust "
-                "that code, with --trust-remote-code (trust_remote_code=True)"
+                "that code, with trust_remote_code=True"
             ) from err
         raise LoadError(f"transformers cannot load an image classifier from {str(folder)!r}: {err}") from err
     except OSError as err:  # no weights is found only here: a repo that needs remote code says so first
@@ -332,14 +332,14 @@ def _load_timm_checkpoint(path: Path, architecture: str | None) -> nn.Module:
         if "architecture" not in config:
             raise LoadError(
                 f"{str(path)!r} sits next to a config.json that is not a timm config; load the folder "
-                f"{str(path.parent)!r} itself, or pass --architecture with the timm model name"
+                f"{str(path.parent)!r} itself, or pass architecture= with the timm model name"
             )
         architecture = config["architecture"]
         kwargs = dict(config.get("model_args") or {})
     if architecture is None:
         raise LoadError(
-            f"{str(path)!r} holds weights only; name its timm architecture (--architecture resnet18 / "
-            "architecture='resnet18'), or pass a folder with a config.json"
+            f"{str(path)!r} holds weights only; name its timm architecture (architecture='resnet18'), or pass a "
+            "folder with a config.json"
         )
     try:
         model = timm.create_model(architecture, pretrained=False, **kwargs)

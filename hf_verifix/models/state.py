@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import VerifixError
+
 __all__ = ["WeightState"]
 
 
@@ -104,6 +106,29 @@ class WeightState:
             return []
         now = self._now()
         return sorted(n for n in set(now) | set(self._marks) if now.get(n) != self._marks.get(n))
+
+    def refuse_if_changed(self, action: str) -> None:
+        """Raise a VerifixError naming ``action`` when anything else wrote the model since the last mark.
+
+        Restoring the kept copy then would overwrite the user's newer weights (trained or edited since).
+
+        Example:
+            >>> model = torch.nn.Linear(2, 2)
+            >>> state = WeightState(model)
+            >>> state.keep([""], buffers={})
+            >>> _ = torch.nn.init.zeros_(model.weight)
+            >>> state.refuse_if_changed("apply")
+            Traceback (most recent call last):
+            ...
+            hf_verifix.errors.VerifixError: apply would overwrite the model's current weights ...
+        """
+        changed = self.changed_tensors()
+        if changed:
+            raise VerifixError(
+                f"{action} would overwrite the model's current weights with the copy taken at fit time, but the "
+                f"model changed since (e.g. trained or edited): {len(changed)} tensor(s) differ, e.g. {changed[:3]}. "
+                "Nothing was written. Call corrector.fit(train_data) again to correct the current weights"
+            )
 
     def restore(self) -> None:
         """Write the kept weights and buffers back, bit-exactly (the mark is not moved).

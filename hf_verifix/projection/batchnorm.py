@@ -9,7 +9,7 @@ from torch import nn
 
 from ..models.forward import evaluation_mode
 
-__all__ = ["batchnorm_layers", "recalibrate_batchnorm"]
+__all__ = ["batchnorm_buffers", "batchnorm_layers", "recalibrate_batchnorm"]
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -51,3 +51,19 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> i
             for bn, momentum in zip(layers, momenta, strict=True):
                 bn.momentum = momentum
     return len(layers)
+
+
+def batchnorm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The running statistics of every BatchNorm layer, by qualified name (what a projection makes stale).
+
+    Example:
+        >>> sorted(batchnorm_buffers(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))))
+        ['1.num_batches_tracked', '1.running_mean', '1.running_var']
+    """
+    layers = set(map(id, batchnorm_layers(model)))
+    return {
+        f"{prefix}.{name}" if prefix else name: buffer
+        for prefix, layer in model.named_modules()
+        if id(layer) in layers
+        for name, buffer in layer.named_buffers(recurse=False)
+    }

@@ -36,6 +36,7 @@ __all__ = [
     "layer_label",
     "per_class_accuracy",
     "representative_layers",
+    "require_matplotlib",
     "spectrum",
     "timings",
     "trusted_classes",
@@ -52,8 +53,12 @@ PHASES = {
 """A readable name for each phase of ``CorrectionResult.timings``."""
 
 
-def _require_matplotlib() -> None:
-    """Raise an ImportError saying what to install when matplotlib is missing."""
+def require_matplotlib() -> None:
+    """Raise an ImportError saying what to install when matplotlib is missing.
+
+    Example:
+        >>> require_matplotlib()  # installed here: nothing to say
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError as err:
@@ -65,7 +70,7 @@ def _require_matplotlib() -> None:
 
 def _new_figure(width: float, height: float) -> Figure:
     """A Figure on an Agg canvas: headless, and independent of pyplot and of the caller's chosen backend."""
-    _require_matplotlib()
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -34,17 +34,6 @@ SUMMARY_FILE = REPORT_NAME
 _MAX_TABLE_CLASSES = 40
 
 
-def _require_matplotlib() -> None:
-    """Raise an ImportError saying what to install when matplotlib is missing."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            "write_correction_report draws its figures with matplotlib, which is not installed; install it with "
-            "`pip install hf_verifix[report]` (or `pip install matplotlib`)"
-        ) from err
-
-
 def _class_names(class_names: Sequence[str] | None, k: int) -> list[str]:
     if class_names is None:
         return [str(i) for i in range(k)]
@@ -277,7 +266,7 @@ def write_correction_report(
         ['alpha_curve.png', 'confusion_matrices.png', 'correction_report.json']
     """
     names = _class_names(class_names, _class_count(result))
-    _require_matplotlib()  # fail early, before any file is touched
+    figures.require_matplotlib()  # fail early, before any file is touched
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     for stale in [REPORT_FILE, *FIGURES.values()]:

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..algorithms.facility_location import _assign, _greedy, _Similarity
+from ..algorithms.facility_location import Similarity, greedy_medoids, nearest_medoids
 from ..data.source import Batch, SampleSource
 from ..errors import ConfigError, DataError, LayerError, NumericalError
 from ..models.forward import evaluation_mode, model_device
@@ -147,14 +147,14 @@ def _penultimate(tracker: _LastLinear, model: nn.Module, logits: torch.Tensor) -
     return h.cpu()
 
 
-def _class_points(
+def class_points(
     errors: torch.Tensor, features: torch.Tensor | None, members: torch.Tensor
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The gradient proxies of the samples ``members`` as facility location takes them: E rows, or the pair (E, H)."""
     return errors[members] if features is None else (errors[members], features[members])
 
 
-def _class_medoids(
+def class_medoids(
     points: torch.Tensor | tuple[torch.Tensor, torch.Tensor], k: int, block_size: int, max_dense: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Facility location (exact lazy greedy) on one class's proxies, with every point's cluster.
@@ -164,13 +164,13 @@ def _class_medoids(
     ``chosen`` of each point's most similar medoid (ties: the earlier pick), that similarity, and d_max of
     sim = d_max - distance.
     """
-    sim = _Similarity(points, False, None, block_size, max_dense)
-    chosen, _ = _greedy(sim, k, lazy=True)
-    owner, best = _assign(sim, chosen)
+    sim = Similarity(points, False, None, block_size, max_dense)
+    chosen, _ = greedy_medoids(sim, k, lazy=True)
+    owner, best = nearest_medoids(sim, chosen)
     return torch.tensor(chosen, dtype=torch.long), owner, best, sim.d_max
 
 
-def _budgets(counts: torch.Tensor, n_trusted: int, per_class: bool) -> list[int]:
+def class_budgets(counts: torch.Tensor, n_trusted: int, per_class: bool) -> list[int]:
     """Split ``n_trusted`` over classes: equal (remainder to the first classes) or proportional (largest remainder)."""
     k = counts.numel()
     if per_class:
@@ -304,7 +304,7 @@ class CoresetSelector(ScoringSelector[_GradientScores]):
         if per_class:  # fail before the greedy if a class is too small for its quota (same rule and message)
             lowest_scores(torch.zeros(labels.numel()), labels, n_trusted, True, scored.num_classes)
         counts = torch.bincount(labels, minlength=scored.num_classes or 0)
-        budgets = _budgets(counts, n_trusted, per_class)
+        budgets = class_budgets(counts, n_trusted, per_class)
         scores = scored.scores.clone()
         kept: list[torch.Tensor] = []
         weights = torch.zeros(labels.numel(), dtype=torch.long)
@@ -314,8 +314,8 @@ class CoresetSelector(ScoringSelector[_GradientScores]):
             if budgets[c] == 0 or members.numel() == 0:
                 continue
             picks = min(members.numel(), math.ceil(self.oversample * budgets[c]))
-            chosen, owner, best, d_max = _class_medoids(
-                _class_points(scored.errors, scored.features, members), picks, self.block_size, self.max_dense
+            chosen, owner, best, d_max = class_medoids(
+                class_points(scored.errors, scored.features, members), picks, self.block_size, self.max_dense
             )
             medoids = members[chosen]
             sizes = torch.bincount(owner, minlength=chosen.numel())

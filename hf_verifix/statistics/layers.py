@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..config import _valid_on_uncorrectable, _valid_patterns
+from .._validation import valid_on_uncorrectable, valid_patterns
 from ..errors import LayerError
 
 __all__ = ["LayerSelection", "find_target_layers"]
@@ -198,9 +198,9 @@ def find_target_layers(
         >>> find_target_layers(model, on_uncorrectable="skip").skipped
         {'0': "padding_mode='reflect' (only 'zeros' padding can be unfolded exactly)"}
     """
-    target_modules = _valid_patterns(target_modules, "target_modules")
-    exclude_modules = _valid_patterns(exclude_modules, "exclude_modules")
-    on_uncorrectable = _valid_on_uncorrectable(on_uncorrectable)
+    target_modules = valid_patterns(target_modules, "target_modules")
+    exclude_modules = valid_patterns(exclude_modules, "exclude_modules")
+    on_uncorrectable = valid_on_uncorrectable(on_uncorrectable)
     parent_skips = _skipped_by_parent(model)
     selection = LayerSelection()
     candidates: list[str] = []
@@ -264,6 +264,5 @@ def _refusal(model: nn.Module, uncorrectable: dict[str, str]) -> str:
     return (
         f"refusing to correct {type(model).__name__}: {len(names)} targeted layer(s) cannot be corrected exactly "
         f"({listed}). Nothing was computed. Leave them out by adding {[re.escape(n) for n in names]!r} to "
-        "exclude_modules (CLI: --exclude-modules), or pass on_uncorrectable='skip' (CLI: --on-uncorrectable skip) "
-        "to correct the other layers and leave these unchanged"
+        "exclude_modules=, or pass on_uncorrectable='skip' to correct the other layers and leave these unchanged"
     )

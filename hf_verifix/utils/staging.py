@@ -214,7 +214,7 @@ def staged_directory(target: str | os.PathLike[str], overwrite: bool = True) -> 
                 raise FileExistsError(
                     f"{str(destination)!r} already holds {', '.join(clashes[:8])}"
                     f"{' ...' if len(clashes) > 8 else ''} (written meanwhile?); nothing was replaced. Pass "
-                    "overwrite=True (--overwrite on the command line) to replace them, or choose another output folder"
+                    "overwrite=True to replace them, or choose another output folder"
                 )
             destination.mkdir(parents=True, exist_ok=True)
             _move_files(staging, destination, files)

@@ -11,8 +11,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
-from ..._validation import is_number
-from ...config import _valid_int
+from ..._validation import is_number, valid_int
 from ...errors import ConfigError, describe_value
 
 __all__ = ["METHODS", "BootstrappingConfig"]
@@ -114,7 +113,7 @@ class BootstrappingConfig:
             ("binomial_n", 1, 10000, "the seed uses 10000"),
             ("bmm_max_iters", 1, 10, "the paper uses 10"),
         ):
-            object.__setattr__(self, name, _valid_int(getattr(self, name), name, low, example, hint=hint))
+            object.__setattr__(self, name, valid_int(getattr(self, name), name, low, example, hint=hint))
         if not isinstance(self.progress, bool):
             raise ConfigError(f"progress must be True or False, got {describe_value(self.progress)}")
         if self.prior is not None:

@@ -11,8 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..._validation import is_number
-from ...config import _valid_int
+from ..._validation import is_number, valid_int
 from ...errors import ConfigError, describe_value
 
 __all__ = ["CrustConfig"]
@@ -79,7 +78,7 @@ class CrustConfig:
                 "for no mixup set members_per_medoid=0"
             )
         for name, (low, example, meaning) in _INT_OPTIONS.items():
-            setattr(self, name, _valid_int(getattr(self, name), name, low=low, example=example, hint=meaning))
+            setattr(self, name, valid_int(getattr(self, name), name, low=low, example=example, hint=meaning))
         if self.gradient not in ("logits", "last_layer"):
             raise ConfigError(f"gradient must be 'logits' or 'last_layer', got {describe_value(self.gradient)}")
         if self.classes not in ("labels", "predictions"):

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ...errors import DataError, VerifixError
-from ...selection.coreset import _budgets, _class_medoids, _class_points
+from ...selection.coreset import class_budgets, class_medoids, class_points
 from ...utils.distributed import broadcast_from_main, is_main_process
 from .._common import LABELS_KEY, as_row, is_map_style
 from .config import CrustConfig
@@ -205,8 +205,8 @@ def _draw_items(
         in_class = torch.nonzero(groups == c).flatten()
         if budget == 0:
             continue
-        chosen, owner, _, _ = _class_medoids(
-            _class_points(errors, features, in_class), budget, config.block_size, config.max_dense
+        chosen, owner, _, _ = class_medoids(
+            class_points(errors, features, in_class), budget, config.block_size, config.max_dense
         )
         order = torch.argsort(owner, stable=True)
         clusters = torch.split(in_class[order], torch.bincount(owner, minlength=budget).tolist())
@@ -300,7 +300,7 @@ def share_items(
                 probabilities[torch.arange(labels.numel()), labels] += 1.0  # E = softmax - onehot(label)
                 groups = probabilities.argmax(dim=1)
             k = coreset_size(config.fraction, labels.numel())
-            budgets = _budgets(torch.bincount(groups, minlength=num_classes), k, per_class=False)
+            budgets = class_budgets(torch.bincount(groups, minlength=num_classes), k, per_class=False)
             rng = np.random.default_rng([seed, epoch])
             plan = _draw_items(groups, budgets, errors, features, config, rng)
         except Exception as error:  # told to the other processes first, so none waits for items never sent

@@ -1,205 +1,31 @@
-"""Reproducible label-noise injection for experiments and benchmarks.
-
-Four standard noise models are provided, all driven by a seeded :class:`torch.Generator` so
-that the same inputs and ``seed`` always give the same noisy labels:
-
-* :func:`symmetric_noise` -- exactly ``round(rate * n)`` samples are flipped, each to a
-  uniformly chosen *different* class.
-* :func:`pair_noise` -- asymmetric class-pair flips: exactly ``round(rate * n_c)`` samples of
-  every class ``c`` are flipped to ``mapping[c]`` (default ``(c + 1) % num_classes``).
-* :func:`transition_noise` -- every label ``y`` is resampled from row ``y`` of a
-  row-stochastic transition matrix.
-* :func:`hierarchical_noise` -- exactly ``round(rate * n)`` samples are flipped, each to a
-  uniformly chosen different class of its own superclass (e.g. CIFAR-100's 20 coarse groups).
-
-:func:`add_label_noise` applies any of them to a Hugging Face :class:`datasets.Dataset`.
+"""The four noise models: symmetric, class-pair, transition-matrix and hierarchical (within-superclass) flips.
 
 Example:
-    >>> from hf_verifix.noise import symmetric_noise
-    >>> noisy = symmetric_noise([0, 1, 2, 3] * 25, rate=0.2, seed=0)
-    >>> int(noisy.flipped.sum()), noisy.rate
-    (20, 0.2)
+    >>> pair_noise([0, 0, 1, 1], rate=0.5, seed=0).num_flipped
+    2
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError, InputTypeError
+from ..errors import ConfigError, DataError, InputTypeError
+from .labels import (
+    LabelsLike,
+    NoisyLabels,
+    as_label_tensor,
+    checked_rate,
+    prepared,
+    seeded_generator,
+    unchanged,
+)
 
-if TYPE_CHECKING:
-    import datasets
-
-__all__ = [
-    "NOISE_KINDS",
-    "LabelsLike",
-    "NoisyLabels",
-    "add_label_noise",
-    "hierarchical_noise",
-    "pair_noise",
-    "symmetric_noise",
-    "transition_noise",
-]
-
-LabelsLike = Sequence[int] | np.ndarray | torch.Tensor
-"""Anything accepted as labels: a sequence of ints, a 1-D integer NumPy array or tensor.
-
-Example:
-    >>> labels: LabelsLike = [0, 2, 1]
-"""
-
-NOISE_KINDS: tuple[str, ...] = ("symmetric", "pair", "transition", "hierarchical")
-"""Values accepted by the ``kind`` argument of :func:`add_label_noise`.
-
-Example:
-    >>> "pair" in NOISE_KINDS
-    True
-"""
-
-
-@dataclass(frozen=True)
-class NoisyLabels:
-    """Result of a noise-injection function.
-
-    Attributes:
-        labels: The noisy labels, an ``int64`` tensor of shape ``(n,)``.
-        flipped: A ``bool`` tensor of shape ``(n,)``, ``True`` where the noisy label differs from
-            the original one.
-
-    Example:
-        >>> noisy = symmetric_noise([0, 1, 0, 1], rate=0.5, seed=0)
-        >>> noisy.labels.dtype, noisy.flipped.dtype, noisy.num_flipped
-        (torch.int64, torch.bool, 2)
-    """
-
-    labels: torch.Tensor
-    flipped: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.labels.shape != self.flipped.shape:
-            raise DataError(
-                f"NoisyLabels.labels and NoisyLabels.flipped must have the same shape, got "
-                f"{tuple(self.labels.shape)} and {tuple(self.flipped.shape)}."
-            )
-
-    @property
-    def num_flipped(self) -> int:
-        """Number of samples whose label was changed.
-
-        Example:
-            >>> symmetric_noise(list(range(10)), rate=0.3).num_flipped
-            3
-        """
-        return int(self.flipped.sum().item())
-
-    @property
-    def rate(self) -> float:
-        """Actual fraction of flipped samples (``0.0`` for empty labels).
-
-        Example:
-            >>> symmetric_noise([0, 1] * 50, rate=0.25).rate
-            0.25
-        """
-        n = self.flipped.numel()
-        return self.num_flipped / n if n else 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _as_label_tensor(labels: LabelsLike, name: str = "labels") -> torch.Tensor:
-    """Converts labels to a fresh 1-D int64 CPU tensor, with clear errors."""
-    if isinstance(labels, torch.Tensor):
-        tensor = labels.detach().cpu()
-    else:
-        type_error = InputTypeError(
-            f"{name} must be a list, NumPy array or torch tensor of integers, got {type(labels).__name__}. "
-            f"Convert it, e.g. with `np.asarray({name}, dtype=np.int64)`."
-        )
-        if isinstance(labels, (str, bytes, Mapping, set, frozenset)):
-            raise type_error
-        try:
-            array = np.asarray(labels)
-        except (TypeError, ValueError) as err:  # e.g. ragged nested lists
-            raise type_error from err
-        if array.ndim == 0:
-            raise type_error
-        if array.dtype == object:
-            raise InputTypeError(
-                f"{name} must contain only integers, got values of mixed/object type. "
-                f"Convert it with `np.asarray({name}, dtype=np.int64)`."
-            )
-        tensor = torch.from_numpy(np.array(array, copy=True)) if array.size else torch.zeros(0, dtype=torch.int64)
-    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
-        raise InputTypeError(
-            f"{name} must have an integer dtype, got {tensor.dtype}. If the values are whole numbers, convert them "
-            f"with `.long()` / `.astype(np.int64)`."
-        )
-    if tensor.ndim != 1:
-        raise DataError(
-            f"{name} must be 1-D (one class index per sample), got shape {tuple(tensor.shape)}. "
-            f"If you have one-hot/probability targets, pass `{name}.argmax(-1)`."
-        )
-    tensor = tensor.to(torch.int64).clone()
-    if tensor.numel() and int(tensor.min()) < 0:
-        raise DataError(
-            f"{name} must be >= 0, got minimum {int(tensor.min())}. Map your classes to 0..num_classes-1 first."
-        )
-    return tensor
-
-
-def _check_num_classes(labels: torch.Tensor, num_classes: int | None) -> int:
-    inferred = int(labels.max()) + 1 if labels.numel() else 0
-    if num_classes is None:
-        num_classes = inferred
-        source = "inferred as max(labels) + 1"
-        if num_classes < 2:
-            raise ConfigError(
-                f"num_classes must be >= 2 to flip labels, but it was {source} = {num_classes}. "
-                f"Pass num_classes=... explicitly."
-            )
-        return num_classes
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise InputTypeError(
-            f"num_classes must be an int or None, got {type(num_classes).__name__} ({num_classes!r})."
-        )
-    num_classes = int(num_classes)
-    if num_classes < 2:
-        raise ConfigError(f"num_classes must be >= 2 to flip labels, got {num_classes}.")
-    if inferred > num_classes:
-        raise DataError(
-            f"labels must be < num_classes={num_classes}, got a label {inferred - 1}. "
-            f"Pass num_classes >= {inferred} or fix the labels."
-        )
-    return num_classes
-
-
-def _check_rate(rate: float) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise InputTypeError(f"rate must be a float in [0, 1), got {type(rate).__name__} ({rate!r}).")
-    rate = float(rate)
-    if not (0.0 <= rate < 1.0) or math.isnan(rate):
-        raise ConfigError(
-            f"rate must be in [0, 1), got {rate}. It is the fraction of labels to flip, e.g. rate=0.25 for 25% "
-            f"noise (not a percentage)."
-        )
-    return rate
-
-
-def _make_generator(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InputTypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r}).")
-    return torch.Generator(device="cpu").manual_seed(int(seed))
-
+__all__ = ["hierarchical_noise", "pair_noise", "symmetric_noise", "transition_noise"]
 
 # ---------------------------------------------------------------------------------------------
 # Noise models
@@ -236,12 +62,9 @@ def symmetric_noise(
         >>> noisy.num_flipped, bool((noisy.labels[noisy.flipped] != 0).all())
         (3, True)
     """
-    rate = _check_rate(rate)
-    clean = _as_label_tensor(labels)
-    if clean.numel() == 0:
-        return NoisyLabels(labels=clean, flipped=torch.zeros(0, dtype=torch.bool))
-    k = _check_num_classes(clean, num_classes)
-    generator = _make_generator(seed)
+    rate, clean, k, generator = prepared(labels, rate, num_classes, seed)
+    if generator is None:
+        return unchanged(clean)
     n = clean.numel()
     n_flip = round(rate * n)
     index = torch.randperm(n, generator=generator)[:n_flip]
@@ -287,12 +110,9 @@ def pair_noise(
         >>> noisy.labels.tolist().count(1), noisy.num_flipped
         (6, 2)
     """
-    rate = _check_rate(rate)
-    clean = _as_label_tensor(labels)
-    if clean.numel() == 0:
-        return NoisyLabels(labels=clean, flipped=torch.zeros(0, dtype=torch.bool))
-    k = _check_num_classes(clean, num_classes)
-    generator = _make_generator(seed)
+    rate, clean, k, generator = prepared(labels, rate, num_classes, seed)
+    if generator is None:
+        return unchanged(clean)
     pairs = _check_mapping(mapping, k)
     noisy = clean.clone()
     flipped = torch.zeros(clean.numel(), dtype=torch.bool)
@@ -399,7 +219,7 @@ def transition_noise(
         [1, 0, 0, 1]
     """
     t = _as_transition_matrix(matrix)
-    clean = _as_label_tensor(labels)
+    clean = as_label_tensor(labels)
     k = t.shape[0]
     if clean.numel() == 0:
         return NoisyLabels(labels=clean, flipped=torch.zeros(0, dtype=torch.bool))
@@ -408,7 +228,7 @@ def transition_noise(
             f"labels must be < K={k} (the size of matrix), got a label {int(clean.max())}. "
             f"Use a ({int(clean.max()) + 1}, {int(clean.max()) + 1}) matrix or fix the labels."
         )
-    generator = _make_generator(seed)
+    generator = seeded_generator(seed)
     noisy = torch.multinomial(t[clean], num_samples=1, replacement=True, generator=generator).flatten()
     return NoisyLabels(labels=noisy, flipped=noisy != clean)
 
@@ -487,12 +307,12 @@ def hierarchical_noise(
         >>> bool((groups[noisy.labels] == groups[torch.tensor([0, 1, 2, 3, 4] * 4)]).all())
         True
     """
-    rate = _check_rate(rate)
-    clean = _as_label_tensor(labels)
+    rate = checked_rate(rate)
+    clean = as_label_tensor(labels)
     group_of = _check_superclasses(superclasses, clean)
     if clean.numel() == 0:
         return NoisyLabels(labels=clean, flipped=torch.zeros(0, dtype=torch.bool))
-    generator = _make_generator(seed)
+    generator = seeded_generator(seed)
     n = clean.numel()
     index = torch.randperm(n, generator=generator)[: round(rate * n)]
     noisy = clean.clone()
@@ -507,104 +327,3 @@ def hierarchical_noise(
     flipped = torch.zeros(n, dtype=torch.bool)
     flipped[index] = True
     return NoisyLabels(labels=noisy, flipped=flipped)
-
-
-# ---------------------------------------------------------------------------------------------
-# datasets integration
-# ---------------------------------------------------------------------------------------------
-
-
-def add_label_noise(
-    dataset: datasets.Dataset,
-    kind: str = "symmetric",
-    rate: float = 0.25,
-    label_column: str = "label",
-    seed: int = 0,
-    **kwargs: Any,
-) -> datasets.Dataset:
-    """Returns a copy of a :class:`datasets.Dataset` with noisy labels.
-
-    The ``label_column`` is replaced by the noisy labels (keeping its feature type, e.g.
-    :class:`datasets.ClassLabel`), the original labels are kept in a ``clean_label`` column and
-    a bool ``is_noisy`` column marks the flipped rows.
-
-    Args:
-        dataset: The dataset to corrupt. It is not modified.
-        kind: ``"symmetric"`` (:func:`symmetric_noise`), ``"pair"`` (:func:`pair_noise`),
-            ``"transition"`` (:func:`transition_noise`, needs ``matrix=...``; ``rate`` is ignored) or
-            ``"hierarchical"`` (:func:`hierarchical_noise`, needs ``superclasses=...``).
-        rate: Fraction of labels to flip, in ``[0, 1)``.
-        label_column: Name of the integer label column.
-        seed: Seed for reproducibility.
-        **kwargs: Extra arguments of the chosen noise function (``num_classes``, ``mapping``,
-            ``matrix``, ``superclasses``). For a :class:`datasets.ClassLabel` column, ``num_classes`` defaults to
-            its number of classes.
-
-    Returns:
-        A new dataset with the noisy ``label_column`` and the ``clean_label`` and ``is_noisy``
-        columns.
-
-    Raises:
-        InputTypeError: If ``dataset`` is not a :class:`datasets.Dataset` or an argument has the wrong type.
-        ConfigError, DataError: If ``kind`` is unknown, ``label_column`` is missing, the output columns already
-            exist, or the noise arguments are invalid.
-
-    Example:
-        >>> from datasets import Dataset
-        >>> ds = Dataset.from_dict({"label": [0, 1, 2, 3] * 5})
-        >>> noisy = add_label_noise(ds, kind="symmetric", rate=0.4, seed=0)
-        >>> sum(noisy["is_noisy"]), noisy.column_names
-        (8, ['label', 'clean_label', 'is_noisy'])
-    """
-    import datasets as hf_datasets
-
-    if not isinstance(dataset, hf_datasets.Dataset):
-        hint = (
-            " For a DatasetDict, apply it to each split, e.g. `add_label_noise(dsd['train'], ...)`."
-            if isinstance(dataset, hf_datasets.DatasetDict)
-            else ""
-        )
-        raise InputTypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.{hint}")
-    if kind not in NOISE_KINDS:
-        raise ConfigError(f"kind must be one of {list(NOISE_KINDS)}, got {kind!r}.")
-    if label_column not in dataset.column_names:
-        raise DataError(
-            f"label_column {label_column!r} is not a column of the dataset; available columns: "
-            f"{dataset.column_names}. Pass label_column=... ."
-        )
-    for new in ("clean_label", "is_noisy"):
-        if new in dataset.column_names:
-            raise DataError(
-                f"dataset already has a {new!r} column, so noise seems to have been added already. Start from the "
-                f"clean dataset or drop it with `dataset.remove_columns({new!r})`."
-            )
-
-    feature = dataset.features[label_column]
-    clean = np.asarray(dataset.with_format("numpy")[label_column])
-    if clean.dtype == object or clean.ndim != 1:
-        raise DataError(
-            f"label_column {label_column!r} must hold one integer class index per row, got feature {feature}."
-        )
-
-    if kind == "transition":
-        if "matrix" not in kwargs:
-            raise ConfigError("kind='transition' needs a transition matrix: pass matrix=... (a (K, K) array).")
-        noisy = transition_noise(clean, seed=seed, **kwargs)
-    elif kind == "hierarchical":
-        if "superclasses" not in kwargs:
-            raise ConfigError(
-                "kind='hierarchical' needs the class groups: pass superclasses=... (e.g. [[0, 1], [2, 3, 4]])."
-            )
-        noisy = hierarchical_noise(clean, rate=rate, seed=seed, **kwargs)
-    else:
-        if isinstance(feature, hf_datasets.ClassLabel) and kwargs.get("num_classes") is None:
-            kwargs["num_classes"] = feature.num_classes
-        fn = symmetric_noise if kind == "symmetric" else pair_noise
-        noisy = fn(clean, rate=rate, seed=seed, **kwargs)
-
-    result = dataset.rename_column(label_column, "clean_label")
-    result = result.add_column(label_column, noisy.labels.numpy(), feature=feature)
-    result = result.add_column("is_noisy", noisy.flipped.numpy(), feature=hf_datasets.Value("bool"))
-    order = [c if c != "clean_label" else label_column for c in dataset.column_names]
-    order += ["clean_label", "is_noisy"]
-    return result.select_columns(order)
