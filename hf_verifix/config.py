@@ -15,6 +15,7 @@ from ._validation import MAX_SEED, valid_int, valid_on_uncorrectable, valid_patt
 from ._validation import valid_alpha as _valid_alpha
 from .errors import ConfigError, describe_value
 from .results import CONFIG_NAME
+from .utils.staging import atomic_write
 
 __all__ = ["CONFIG_NAME", "CorrectionConfig", "available_devices", "unavailable_device"]
 
@@ -189,11 +190,7 @@ class CorrectionConfig:
         target = Path(path)
         if target.is_dir() or target.suffix.lower() != ".json":
             target = target / CONFIG_NAME
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
-        return target
+        return atomic_write(target, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CorrectionConfig:
