@@ -6,7 +6,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -362,13 +363,9 @@ class ProjectionCorrector:
             return self._evaluation(source, self.applied_alpha)
         self._require_fit()
         value = valid_alpha(alpha, "alpha")
-        self._state.refuse_if_changed("evaluate")
-        found = self._snapshot()
-        try:
+        with self._as_found("evaluate"):
             self._project(value, self.config.progress)
             return self._evaluation(source, value)
-        finally:
-            self._restore(found)
 
     def correct(
         self,
@@ -471,13 +468,9 @@ class ProjectionCorrector:
         if self.applied_alpha is None:
             return self._evaluation(source, None), None
         after = self._evaluation(source, self.applied_alpha)
-        self._state.refuse_if_changed("result")
-        found = self._snapshot()
-        try:
+        with self._as_found("result"):
             self.revert()
             return self._evaluation(source, None), after
-        finally:
-            self._restore(found)
 
     def _source_of(self, data: Any, transform: Transform | None) -> SampleSource:
         cfg = self.config
@@ -488,18 +481,20 @@ class ProjectionCorrector:
         predictions, labels = predictions_and_labels(self.model, source, self.config.progress and progress, desc)
         return Evaluation(predictions, labels, alpha)
 
-    def _snapshot(self) -> dict[str, Any]:
-        """Everything ``_project``/``revert`` may change: projected weights, buffers, applied α, timings."""
-        return {**self._state.snapshot(self.projections), "alpha": self.applied_alpha, "timings": dict(self.timings)}
+    @contextmanager
+    def _as_found(self, action: str) -> Iterator[None]:
+        """Run the block, then put the weights, buffers, applied α and timings back exactly as they were found."""
+        self._state.refuse_if_changed(action)
+        found, alpha, timings = self._state.snapshot(self.projections), self.applied_alpha, dict(self.timings)
+        try:
+            yield
+        finally:
+            self._state.write(found["weights"], found["buffers"])
+            self.applied_alpha = alpha
+            self.timings.clear()
+            self.timings.update(timings)
+            self._state.mark()  # the state restored is the one the corrector had left
 
-    def _restore(self, snapshot: dict[str, Any]) -> None:
-        self._state.write(snapshot["weights"], snapshot["buffers"])
-        self.applied_alpha = snapshot["alpha"]
-        self.timings.clear()
-        self.timings.update(snapshot["timings"])
-        self._state.mark()  # the state restored is the one the corrector had left
-
-    # ------------------------------------------------------------------ report / save
     def report(self, clean_labels: Sequence[int] | torch.Tensor | None = None) -> dict[str, Any]:
         """Return a JSON-serialisable summary: config, trusted set, layers corrected/skipped, α search, timings.
 
