@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..utils.distributed import sum_across_processes
-from .rows import layer_rows
+from .conv_gram import conv_gram, has_structured_gram
+from .rows import check_conv_input, checked_input, conv_padding, layer_rows
 
 __all__ = ["LayerGram", "collect_grams", "gram_hooks", "summed_across_processes"]
 
@@ -57,6 +58,26 @@ class LayerGram:
             chunk = rows[:, start : start + step]
             self.gram.baddbmm_(chunk.transpose(1, 2), chunk)
         self.rows += rows.shape[1]
+
+    def add_conv(self, x: torch.Tensor, layer: nn.Conv2d, name: str = "conv") -> None:
+        """Accumulate the patches a stride-1 Conv2d multiplies on input ``x`` without unfolding them
+        (:func:`~.conv_gram.conv_gram`: exact, about 6× fewer products for 3×3 kernels).
+
+        Example:
+            >>> layer = nn.Conv2d(2, 4, 3, padding=1)
+            >>> stats = LayerGram.empty(1, 18)
+            >>> stats.add_conv(torch.ones(1, 2, 5, 5), layer)
+            >>> stats.rows
+            25
+        """
+        check_conv_input(x, name)
+        x = checked_input(x, name).to(self.gram.device)
+        self.gram += conv_gram(x, layer)
+        (kh, kw), (dh, dw) = layer.kernel_size, layer.dilation
+        left, right, top, bottom = conv_padding(layer)
+        out_h = x.shape[2] + top + bottom - dh * (kh - 1)
+        out_w = x.shape[3] + left + right - dw * (kw - 1)
+        self.rows += x.shape[0] * max(0, out_h) * max(0, out_w)
 
 
 def _layer_dims(layer: nn.Module) -> tuple[int, int]:
@@ -108,7 +129,10 @@ def gram_hooks(layers: dict[str, nn.Module], device: torch.device | None = None)
 
             def hook(module: nn.Module, args: tuple, kwargs: dict, _name: str = name) -> None:
                 x = args[0] if args else kwargs.get("input", next(iter(kwargs.values())))
-                feeds[_name].add(layer_rows(x, module, _name))
+                if has_structured_gram(module):
+                    feeds[_name].add_conv(x, module, _name)
+                else:
+                    feeds[_name].add(layer_rows(x, module, _name))
 
             handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
         yield grams

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..errors import DataError, NumericalError
 
-__all__ = ["conv_padding", "conv_rows", "layer_rows", "linear_rows"]
+__all__ = ["check_conv_input", "checked_input", "conv_padding", "conv_rows", "layer_rows", "linear_rows"]
 
 
 def conv_padding(layer: nn.Conv2d) -> tuple[int, int, int, int]:
@@ -57,11 +57,7 @@ def conv_rows(x: torch.Tensor, layer: nn.Conv2d, name: str = "conv") -> torch.Te
         >>> conv_rows(torch.ones(2, 4, 8, 8), nn.Conv2d(4, 6, 3, padding=1, groups=2)).shape
         torch.Size([2, 128, 18])
     """
-    if x.dim() != 4:
-        raise DataError(
-            f"expected a 4-D input (batch, channels, height, width) for Conv2d {name!r}, got shape "
-            f"{tuple(x.shape)}; pass batched inputs"
-        )
+    check_conv_input(x, name)
     left, right, top, bottom = conv_padding(layer)
     if left or right or top or bottom:
         x = F.pad(x, (left, right, top, bottom))
@@ -73,6 +69,34 @@ def conv_rows(x: torch.Tensor, layer: nn.Conv2d, name: str = "conv") -> torch.Te
     return patches.view(n, groups, per_group, length).permute(1, 0, 3, 2).reshape(groups, n * length, per_group)
 
 
+def checked_input(x: torch.Tensor, name: str) -> torch.Tensor:
+    """A layer's input as a detached float64 tensor, refused when it holds NaN or Inf (naming the layer).
+
+    Example:
+        >>> checked_input(torch.ones(2, 3), "fc").dtype
+        torch.float64
+    """
+    if not torch.isfinite(x).all():
+        raise NumericalError(
+            f"the inputs of layer {name!r} contain NaN or Inf; check the data (and the model's earlier layers) "
+            "for non-finite values before correcting"
+        )
+    return x.detach().to(torch.float64)
+
+
+def check_conv_input(x: torch.Tensor, name: str) -> None:
+    """Refuse a Conv2d input that is not ``(batch, channels, height, width)``.
+
+    Example:
+        >>> check_conv_input(torch.ones(1, 3, 4, 4), "conv")  # 4-D: nothing to say
+    """
+    if x.dim() != 4:
+        raise DataError(
+            f"expected a 4-D input (batch, channels, height, width) for Conv2d {name!r}, got shape "
+            f"{tuple(x.shape)}; pass batched inputs"
+        )
+
+
 def layer_rows(x: torch.Tensor, layer: nn.Module, name: str) -> torch.Tensor:
     """Return the float64 input rows of a targeted layer, shape ``(groups, M, d)``, after checking they are finite.
 
@@ -81,12 +105,7 @@ def layer_rows(x: torch.Tensor, layer: nn.Module, name: str) -> torch.Tensor:
         >>> layer_rows(torch.ones(3, 4), nn.Linear(4, 2), "fc").dtype
         torch.float64
     """
-    if not torch.isfinite(x).all():
-        raise NumericalError(
-            f"the inputs of layer {name!r} contain NaN or Inf; check the data (and the model's earlier layers) "
-            "for non-finite values before correcting"
-        )
-    x = x.detach().to(torch.float64)
+    x = checked_input(x, name)
     if isinstance(layer, nn.Conv2d):
         return conv_rows(x, layer, name)
     if isinstance(layer, nn.Linear):
