@@ -1,12 +1,15 @@
-"""ProjectionCorrector's behaviour: selection, apply/revert, α search, BatchNorm recalibration, saving."""
+"""ProjectionCorrector's behaviour: selection, apply/revert, α search, evaluate, BatchNorm recalibration, saving."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from testing_utils import cloned_state as _state
+from testing_utils import fitted_blob_corrector as _fitted
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -162,6 +165,19 @@ def test_search_alpha_keeps_original_when_nothing_beats_it():
     assert result.baseline_accuracy == 1.0 and result.best_alpha is None and result.improvement == 0.0
     assert all(torch.equal(model.state_dict()[k], state[k]) for k in state)
     assert corrector.applied_alpha is None
+
+
+def test_evaluate_restores_weights_and_applied_alpha_exactly(tmp_path: Path) -> None:
+    corrector, eval_data, _ = _fitted()
+    corrector.apply(1e3)  # an α other than the search's best, to be restored as found
+    before, timings = _state(corrector), dict(corrector.timings)
+    evaluation = corrector.evaluate(eval_data, alpha=10.0)
+    after = _state(corrector)
+    assert evaluation.alpha == 10.0
+    assert corrector.applied_alpha == 1e3
+    assert corrector.timings == timings
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_model_card_takes_before_and_after_from_the_search_while_the_model_is_as_it_left_it():

@@ -1,4 +1,4 @@
-"""Run by tests/test_trainer_callback.py, once as a plain process and once under `accelerate launch` (2 processes).
+"""Run by tests/test_integrations_trainer.py, once as a plain process and once under `accelerate launch` (2 processes).
 
 To compare the correction itself (not training, whose batches differ between 1 and 2 processes), every rank builds
 the same seeded tiny ViT, trains it identically on its own (a few full-batch SGD steps, no collectives), then fires
