@@ -39,7 +39,7 @@ __all__ = [
 CONFIG_NAME = "correction_config.json"
 """The correction's hyperparameters (:meth:`CorrectionConfig.save`)."""
 REPORT_NAME = "correction_report.json"
-"""The JSON summary of a correction (:meth:`ProjectionCorrector.report`, plus the evaluation when there was one)."""
+"""The JSON summary of a correction (:meth:`ProjectionCorrector.report`: config, trusted set, layers, α search)."""
 REPORT_FILE = "report.md"
 """The Markdown report (:func:`hf_verifix.reporting.write_correction_report`)."""
 CARD_NAME = "README.md"
