@@ -170,10 +170,10 @@ def check_selector_kwargs(name: str, kwargs: dict[str, Any] | None) -> None:
     Example:
         >>> check_selector_kwargs("curvature", {"n": 2})
     """
-    from ..selection.base import _REGISTRY
+    from ..selection.base import selector_factory
 
     check_selector(name)
-    signature = inspect.signature(_REGISTRY[name])
+    signature = inspect.signature(selector_factory(name))
     accepted = _accepted_keywords(signature)
     given = json.dumps(kwargs or {}, sort_keys=True)
     try:

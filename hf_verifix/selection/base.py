@@ -22,6 +22,7 @@ __all__ = [
     "list_selectors",
     "lowest_scores",
     "register_selector",
+    "selector_factory",
     "source_labels",
     "trusted_set_quality",
 ]
@@ -117,6 +118,18 @@ def list_selectors() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def selector_factory(name: str) -> Callable[..., TrustedSelector]:
+    """The factory (usually the class) registered under ``name``, e.g. to read its constructor's signature.
+
+    Example:
+        >>> selector_factory("loss").__name__
+        'LossSelector'
+    """
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown selector {name!r}; registered selectors are {list_selectors()}")
+    return _REGISTRY[name]
+
+
 def get_selector(selector: str | TrustedSelector, **kwargs: Any) -> TrustedSelector:
     """Return a selector from its registered name (built with ``kwargs``) or the selector object itself.
 
@@ -125,9 +138,7 @@ def get_selector(selector: str | TrustedSelector, **kwargs: Any) -> TrustedSelec
         'LossSelector'
     """
     if isinstance(selector, str):
-        if selector not in _REGISTRY:
-            raise ConfigError(f"unknown selector {selector!r}; registered selectors are {list_selectors()}")
-        return _REGISTRY[selector](**kwargs)
+        return selector_factory(selector)(**kwargs)
     if not isinstance(selector, TrustedSelector):
         raise ConfigError(
             f"a selector must be a registered name or an object with a select(...) method, got "
