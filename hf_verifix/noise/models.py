@@ -222,7 +222,7 @@ def transition_noise(
     clean = as_label_tensor(labels)
     k = t.shape[0]
     if clean.numel() == 0:
-        return NoisyLabels(labels=clean, flipped=torch.zeros(0, dtype=torch.bool))
+        return unchanged(clean)
     if int(clean.max()) >= k:
         raise DataError(
             f"labels must be < K={k} (the size of matrix), got a label {int(clean.max())}. "
@@ -311,7 +311,7 @@ def hierarchical_noise(
     clean = as_label_tensor(labels)
     group_of = _check_superclasses(superclasses, clean)
     if clean.numel() == 0:
-        return NoisyLabels(labels=clean, flipped=torch.zeros(0, dtype=torch.bool))
+        return unchanged(clean)
     generator = seeded_generator(seed)
     n = clean.numel()
     index = torch.randperm(n, generator=generator)[: round(rate * n)]
