@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rows import conv_padding
+from .rows import conv_output_size, conv_padding
 
 __all__ = ["conv_gram", "has_structured_gram"]
 
@@ -103,7 +103,7 @@ def conv_gram(x: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
     padded = F.pad(x, (left, right, top, bottom)) if left or right or top or bottom else x
     n, channels, height, width = padded.shape
     c = channels // groups
-    out_h, out_w = height - dh * (kh - 1), width - dw * (kw - 1)
+    out_h, out_w = conv_output_size(x.shape[2], x.shape[3], layer)
     grouped = padded.reshape(n, groups, c, height, width)
     gram = torch.zeros(groups, c, kh, kw, c, kh, kw, dtype=x.dtype, device=x.device)
     if out_h <= 0 or out_w <= 0:

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..utils.distributed import sum_across_processes
 from .conv_gram import conv_gram, has_structured_gram
-from .rows import check_conv_input, checked_input, conv_padding, layer_rows
+from .rows import check_conv_input, checked_input, conv_output_size, layer_rows
 
 __all__ = ["LayerGram", "collect_grams", "gram_hooks", "summed_across_processes"]
 
@@ -73,10 +73,7 @@ class LayerGram:
         check_conv_input(x, name)
         x = checked_input(x, name).to(self.gram.device)
         self.gram += conv_gram(x, layer)
-        (kh, kw), (dh, dw) = layer.kernel_size, layer.dilation
-        left, right, top, bottom = conv_padding(layer)
-        out_h = x.shape[2] + top + bottom - dh * (kh - 1)
-        out_w = x.shape[3] + left + right - dw * (kw - 1)
+        out_h, out_w = conv_output_size(x.shape[2], x.shape[3], layer)
         self.rows += x.shape[0] * max(0, out_h) * max(0, out_w)
 
 

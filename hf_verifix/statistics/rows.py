@@ -8,7 +8,15 @@ from torch import nn
 
 from ..errors import DataError, NumericalError
 
-__all__ = ["check_conv_input", "checked_input", "conv_padding", "conv_rows", "layer_rows", "linear_rows"]
+__all__ = [
+    "check_conv_input",
+    "checked_input",
+    "conv_output_size",
+    "conv_padding",
+    "conv_rows",
+    "layer_rows",
+    "linear_rows",
+]
 
 
 def conv_padding(layer: nn.Conv2d) -> tuple[int, int, int, int]:
@@ -29,6 +37,23 @@ def conv_padding(layer: nn.Conv2d) -> tuple[int, int, int, int]:
         return (pads[0], pads[1], pads[2], pads[3])
     ph, pw = layer.padding
     return (pw, pw, ph, ph)
+
+
+def conv_output_size(height: int, width: int, layer: nn.Conv2d) -> tuple[int, int]:
+    """The output size of ``layer`` on an input of ``height`` × ``width`` (padding, dilation and stride applied;
+    zero or less when the kernel does not fit).
+
+    Example:
+        >>> from torch import nn
+        >>> conv_output_size(7, 5, nn.Conv2d(1, 1, 3, padding=1, dilation=2))
+        (5, 3)
+    """
+    left, right, top, bottom = conv_padding(layer)
+    (kh, kw), (dh, dw), (sh, sw) = layer.kernel_size, layer.dilation, layer.stride
+    return (
+        (height + top + bottom - dh * (kh - 1) - 1) // sh + 1,
+        (width + left + right - dw * (kw - 1) - 1) // sw + 1,
+    )
 
 
 def linear_rows(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
