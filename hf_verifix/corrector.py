@@ -359,10 +359,12 @@ class ProjectionCorrector:
             (10000.0, True)
         """
         source = self._source_of(data, transform)
-        if alpha is None or (self.applied_alpha is not None and valid_alpha(alpha, "alpha") == self.applied_alpha):
+        if alpha is None:
             return self._evaluation(source, self.applied_alpha)
         self._require_fit()
         value = valid_alpha(alpha, "alpha")
+        if value == self.applied_alpha:
+            return self._evaluation(source, value)
         with self._as_found("evaluate"):
             self._project(value, self.config.progress)
             return self._evaluation(source, value)
