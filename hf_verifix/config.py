@@ -23,6 +23,8 @@ __all__ = ["CONFIG_NAME", "CorrectionConfig", "available_devices", "unavailable_
 # torch.manual_seed accepts seeds up to 2**64 - 1; numpy's generators need non-negative seeds.
 
 
+SOLVERS = ("auto", "cholesky", "eigh")
+GRAM_PRECISIONS = ("float64", "float32")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -71,6 +73,15 @@ class CorrectionConfig:
         statistics_device: Where the float64 Grams, their eigenvectors and W·U live (a torch device string such as
             ``"cpu"`` or ``"cuda:1"``); ``None`` is the model's device. ``"cpu"`` spares GPU memory at the cost of
             copying every activation row to the host.
+        solver: How each α's projected weight is computed, all exact to round-off: ``"cholesky"`` solves
+            α(I + (α−1)Ĝ)⁻¹ĜWᵀ once per α (about 1/20 of an eigendecomposition's cost for a wide layer);
+            ``"eigh"`` decomposes each Gram once, then costs one product per α; ``"auto"`` solves, and switches a
+            layer to its eigendecomposition once the α values asked for (e.g. a long ``alpha_grid``) make that
+            cheaper. Reports read the spectrum from the eigenvalues alone.
+        gram_precision: The dtype each chunk's Gram product is computed in before it is added into the float64
+            Gram: ``"float64"``, or ``"float32"`` (about 2× faster on CPU, TF32 on GPUs where torch allows it; its
+            agreement with float64 is measured in the README's scale section — check it on your model before
+            relying on it at large α).
 
     Example:
         >>> from hf_verifix import CorrectionConfig
@@ -104,6 +115,12 @@ class CorrectionConfig:
     statistics_device: str | None = field(
         default=None, metadata={"help": "Device of the Grams and projections (None: the model's device)."}
     )
+    solver: str = field(
+        default="auto", metadata={"help": "'cholesky', 'eigh', or 'auto' (whichever is cheaper for the α values)."}
+    )
+    gram_precision: str = field(
+        default="float64", metadata={"help": "dtype of each chunk's Gram product: 'float64' or 'float32'."}
+    )
 
     def __post_init__(self) -> None:
         self.alpha = _valid_alpha(self.alpha, "alpha")
@@ -130,6 +147,8 @@ class CorrectionConfig:
         self.exclude_modules = valid_patterns(self.exclude_modules, "exclude_modules")
         self.on_uncorrectable = valid_on_uncorrectable(self.on_uncorrectable)
         self.statistics_device = _valid_device(self.statistics_device)
+        self.solver = _valid_choice(self.solver, "solver", SOLVERS)
+        self.gram_precision = _valid_choice(self.gram_precision, "gram_precision", GRAM_PRECISIONS)
         for name in ("image_column", "label_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -246,6 +265,15 @@ def _valid_selector_kwargs(value: Any) -> dict[str, Any] | None:
             "strings and lists, or give a selector object to fit(selector=...)"
         ) from err
     return dict(value)
+
+
+def _valid_choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(
+            f"{name} must be one of {', '.join(map(repr, allowed))}, got {describe_value(value)}; pass "
+            f"{name}={allowed[0]!r} (the default) or leave it out"
+        )
+    return str(value)
 
 
 def _valid_alpha_grid(value: Any) -> tuple[float, ...]:

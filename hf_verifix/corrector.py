@@ -26,6 +26,7 @@ from .fitting import (
     collected_grams,
     fitted_layers,
     layer_summary,
+    ready_projections,
     trusted_labels,
     trusted_set,
     trusted_summary,
@@ -35,7 +36,7 @@ from .models.forward import model_device
 from .models.state import WeightState
 from .predictions import predictions_and_labels
 from .projection.batchnorm import batchnorm_buffers, recalibrate_batchnorm
-from .projection.update import LayerProjection
+from .projection.solve import Projection, Spectra
 from .results import REPORT_NAME, AlphaSearchResult, CorrectionResult, Evaluation
 from .selection.base import Selection, TrustedSelector
 from .statistics.layers import find_target_layers
@@ -96,7 +97,7 @@ class ProjectionCorrector:
         self.model = model
         self.config = config
         self.selection: Selection | None = None
-        self.projections: dict[str, LayerProjection] = {}
+        self.projections: dict[str, Projection] = {}
         self.skipped: dict[str, str] = {}
         self.tied: dict[str, list[str]] = {}
         self.layer_rows: dict[str, int] = {}
@@ -177,12 +178,14 @@ class ProjectionCorrector:
         self.timings["selection_s"] = time.perf_counter() - start
         start = time.perf_counter()
         statistics = torch.device(cfg.statistics_device) if cfg.statistics_device else None
-        grams = collected_grams(self.model, source, trusted, targets.targets, statistics, cfg.progress)
+        grams = collected_grams(
+            self.model, source, trusted, targets.targets, statistics, cfg.progress, cfg.gram_precision
+        )
         if self.selection is None:  # given trusted indices: their labels were never read (the model is unchanged)
             check_trusted_labels(self.model, source, trusted)
         self.timings["collection_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        fitted = fitted_layers(grams, targets, cfg.progress)
+        fitted = fitted_layers(grams, targets, cfg.progress, cfg.solver)
         self.timings["decomposition_s"] = time.perf_counter() - start
         self.projections, self.layer_rows, self.tied = fitted.projections, fitted.rows, fitted.tied
         self.skipped.update(fitted.skipped)
@@ -258,7 +261,16 @@ class ProjectionCorrector:
         self.timings["update_s"] = time.perf_counter() - start
         return self.model
 
+    def _ready_for(self, n_alphas: int) -> None:
+        """Decompose the layers for which that is now cheaper than ``n_alphas`` more solves (solver="auto")."""
+        start = time.perf_counter()
+        ready = ready_projections(self.projections, n_alphas, self.config.solver, self.config.progress)
+        if any(ready[name] is not projection for name, projection in self.projections.items()):
+            self.projections = ready
+            self.timings["decomposition_s"] = self.timings.get("decomposition_s", 0.0) + time.perf_counter() - start
+
     def _project(self, alpha: float, progress: bool) -> None:
+        self._ready_for(1)
         # Every projected weight is computed and checked before the first is written: a failure changes nothing.
         projected = {name: projection.weight(alpha) for name, projection in self.projections.items()}
         bad = [name for name, weight in projected.items() if not bool(torch.isfinite(weight).all())]
@@ -325,17 +337,20 @@ class ProjectionCorrector:
         self.revert()
         start = time.perf_counter()
         baseline = self._evaluation(source, None)
-        best = baseline
+        best, best_state = baseline, None
         curve: dict[float, float] = {}
+        self._ready_for(len(grid))
         for alpha in progress_bar(grid, "searching α", self.config.progress):
             self._project(alpha, progress=False)
             evaluation = self._evaluation(source, alpha, progress=False)
             curve[alpha] = evaluation.accuracy
             if evaluation.accuracy > best.accuracy:
-                best = evaluation
+                best, best_state = evaluation, self._state.snapshot(self.projections)  # kept, not recomputed
         self.revert()
-        if best.alpha is not None:
-            self._project(best.alpha, progress=False)
+        if best_state is not None:
+            self._state.write(best_state["weights"], best_state["buffers"])
+            self.applied_alpha = best.alpha
+            self._state.mark()
         self.timings["alpha_search_s"] = time.perf_counter() - start
         self.search_result = AlphaSearchResult(best.alpha, best.accuracy, baseline.accuracy, curve)
         self._evaluations = (baseline, best)
@@ -460,7 +475,7 @@ class ProjectionCorrector:
             search=self.search_result,
             timings=dict(self.timings),
             summary=summary,
-            spectra={name: p.normalized for name, p in self.projections.items()},
+            spectra=Spectra(self.projections),
             model=type(self.model).__name__,
         )
         return self.last_result

@@ -29,6 +29,7 @@ from .config import CorrectionConfig
 from .data.source import SampleSource
 from .errors import DataError, LayerError, NumericalError
 from .models.forward import evaluation_mode, logits_of, model_device
+from .projection.solve import Projection, SolvedProjection, eigh_pays
 from .projection.spectrum import decompose_on_main
 from .projection.update import LayerProjection
 from .selection.base import Selection, TrustedSelector, get_selector, trusted_set_quality
@@ -43,6 +44,7 @@ __all__ = [
     "collected_grams",
     "fitted_layers",
     "layer_summary",
+    "ready_projections",
     "trusted_labels",
     "trusted_set",
     "trusted_summary",
@@ -58,7 +60,7 @@ class FittedLayers:
         {}
     """
 
-    projections: dict[str, LayerProjection] = field(default_factory=dict)
+    projections: dict[str, Projection] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     tied: dict[str, list[str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -106,10 +108,12 @@ def collected_grams(
     targets: dict[str, nn.Module],
     device: torch.device | None = None,
     progress: bool = False,
+    precision: str = "float64",
 ) -> dict[str, LayerGram]:
     """This process's share of every targeted layer's input Gram over the ``trusted`` samples (not yet summed).
 
-    ``device``: where the float64 Grams live (default: the model's device, so no rows cross to the host).
+    ``device``: where the float64 Grams live (default: the model's device, so no rows cross to the host);
+    ``precision``: the dtype of each chunk's product (``CorrectionConfig.gram_precision``).
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -120,13 +124,17 @@ def collected_grams(
     """
     on = model_device(model)
     batches = (b.inputs.to(on) for b in source.batches(trusted, "collecting Grams", progress))
-    return collect_grams(model, targets, batches, device=device or on)
+    return collect_grams(model, targets, batches, device=device or on, precision=precision)
 
 
-def fitted_layers(grams: dict[str, LayerGram], targets: LayerSelection, progress: bool = False) -> FittedLayers:
-    """Sum each Gram across processes, decompose it and build the layer's projection; skip layers with no statistics.
+def fitted_layers(
+    grams: dict[str, LayerGram], targets: LayerSelection, progress: bool = False, solver: str = "eigh"
+) -> FittedLayers:
+    """Sum each Gram across processes and build the layer's projection; skip layers with no statistics.
 
-    Each Gram is dropped once decomposed, so peak memory stays near max(Σ Grams, Σ eigenvectors).
+    ``solver="eigh"`` decomposes each Gram now (dropping it once decomposed, so peak memory stays near
+    max(Σ Grams, Σ eigenvectors)); ``"cholesky"`` and ``"auto"`` keep the Gram and solve per α
+    (:class:`~.projection.solve.SolvedProjection`; see :func:`ready_projections`).
 
     Raises:
         LayerError: No layer could be corrected.
@@ -145,8 +153,11 @@ def fitted_layers(grams: dict[str, LayerGram], targets: LayerSelection, progress
             fitted.skipped.update(dict.fromkeys(tied, f"shares its weight with {name!r}, which was skipped"))
             continue
         # A weight shared by several layers gets the Gram of every row it multiplies (gram_hooks summed them).
-        fitted.projections[name] = LayerProjection(
-            _weight_of(targets.targets[name]), decompose_on_main(stats.gram, name)
+        weight = _weight_of(targets.targets[name])
+        fitted.projections[name] = (
+            LayerProjection(weight, decompose_on_main(stats.gram, name))
+            if solver == "eigh"
+            else SolvedProjection(weight, stats.gram)
         )
         fitted.rows[name] = stats.rows
         if tied:
@@ -167,6 +178,34 @@ def fitted_layers(grams: dict[str, LayerGram], targets: LayerSelection, progress
     return fitted
 
 
+def ready_projections(
+    projections: dict[str, Projection], n_alphas: int, solver: str, progress: bool = False
+) -> dict[str, Projection]:
+    """The projections to try ``n_alphas`` more α values with: under ``solver="auto"``, each layer whose solves
+    (those made so far and these) would cost more than one eigendecomposition is decomposed now (:func:`eigh_pays`);
+    otherwise they are returned as they are.
+
+    Example:
+        >>> rows = torch.randn(20, 3, dtype=torch.float64)
+        >>> solved = {"fc": SolvedProjection(torch.randn(2, 3), (rows.T @ rows)[None])}
+        >>> ready_projections(solved, n_alphas=1, solver="auto")["fc"].method
+        'cholesky'
+        >>> ready_projections(solved, n_alphas=50, solver="auto")["fc"].method
+        'eigh'
+    """
+    if solver != "auto":
+        return projections
+    ready: dict[str, Projection] = {}
+    for name in progress_bar(list(projections), "decomposing", progress, leave=False):
+        projection = projections[name]
+        if isinstance(projection, SolvedProjection) and eigh_pays(
+            projection.dim, projection.out, projection.solves + n_alphas
+        ):
+            projection = projection.eigendecomposed(name)
+        ready[name] = projection
+    return ready
+
+
 def _weight_of(layer: nn.Module) -> torch.Tensor:
     weight = layer.weight
     assert isinstance(weight, torch.Tensor)
@@ -183,9 +222,9 @@ def layer_summary(fitted: FittedLayers, timings: dict[str, float]) -> dict[str, 
     layers = {
         name: {
             "rows": fitted.rows[name],
-            "decomposition": p.spectrum.method,
-            "dim": int(p.spectrum.eigenvalues.shape[-1]),
-            "groups": int(p.spectrum.eigenvalues.shape[0]),
+            "decomposition": p.method,
+            "dim": p.dim,
+            "groups": p.groups,
             "shared_with": list(fitted.tied.get(name, [])),
         }
         for name, p in fitted.projections.items()

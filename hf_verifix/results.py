@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -200,7 +201,7 @@ class CorrectionResult:
     search: AlphaSearchResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
-    spectra: dict[str, torch.Tensor] = field(default_factory=dict)
+    spectra: Mapping[str, torch.Tensor] = field(default_factory=dict)
     model: str = "the model"
 
     @property

@@ -38,6 +38,8 @@ NON_DEFAULT: dict[str, Any] = {
     "seed": 2**63,
     "progress": False,
     "statistics_device": "cpu",
+    "solver": "eigh",
+    "gram_precision": "float32",
 }
 
 
@@ -259,6 +261,8 @@ BAD_VALUES = [
     ("on_uncorrectable", "Error", r"on_uncorrectable must be 'error'.*got 'Error' \(str\)"),
     ("statistics_device", "gpu0", r"statistics_device must be None \(the model's device\) or a torch device .*'gpu0'"),
     ("statistics_device", 0, r"statistics_device must be None .*got 0 \(int\)"),
+    ("solver", "svd", r"solver must be one of 'auto', 'cholesky', 'eigh', got 'svd' \(str\); pass solver='auto'"),
+    ("gram_precision", "float16", r"gram_precision must be one of 'float64', 'float32', got 'float16' \(str\)"),
     ("image_column", "", r"image_column must be a column name of the dataset \(a non-empty str\) or None.*got ''"),
     ("image_column", 0, r"image_column must be a column name.*got 0 \(int\)"),
     ("label_column", ["label"], r"label_column must be a column name.*got \['label'\] \(list\)"),
@@ -344,6 +348,8 @@ def _valid_field_values() -> st.SearchStrategy[dict[str, Any]]:
             "progress": st.booleans(),
             "on_uncorrectable": st.sampled_from(["error", "skip", "warn"]),
             "statistics_device": st.none() | st.sampled_from(["cpu", "cuda:1", "tpu", ""]),
+            "solver": st.sampled_from(["auto", "cholesky", "eigh", "svd"]),
+            "gram_precision": st.sampled_from(["float64", "float32", "bfloat16"]),
             "target_modules": st.none() | st.lists(st.sampled_from(["fc", ".*", "layer\\d+\\..*"]), min_size=1),
             "exclude_modules": st.none() | st.lists(st.sampled_from(["fc", "head", "conv\\d"])),
             "image_column": st.none() | st.text(min_size=1, max_size=6),

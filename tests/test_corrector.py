@@ -234,7 +234,7 @@ def test_float64_and_bfloat16_models_keep_their_dtype_with_float64_statistics():
     corrector.apply(3e4)
     assert model[0].weight.dtype == torch.float64
     half = nn.Linear(4, 3).to(torch.bfloat16)
-    c = ProjectionCorrector(half, progress=False)
+    c = ProjectionCorrector(half, progress=False, solver="eigh")
     c.fit(
         TensorDataset(torch.randn(9, 4, dtype=torch.bfloat16), torch.zeros(9, dtype=torch.long)),
         trusted_indices=range(9),

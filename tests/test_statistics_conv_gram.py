@@ -13,9 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from hf_verifix.statistics.conv_gram import conv_gram, has_structured_gram
+from hf_verifix.statistics import gram as gram_module
+from hf_verifix.statistics.conv_gram import conv_gram, has_structured_gram, structured_gram_pays
 from hf_verifix.statistics.gram import LayerGram, collect_grams
-from hf_verifix.statistics.rows import conv_rows
+from hf_verifix.statistics.rows import conv_output_size, conv_row_chunks, conv_rows
 
 U = torch.finfo(torch.float64).eps / 2
 
@@ -46,9 +47,11 @@ def test_structured_gram_equals_the_unfolded_gram(kernel, padding, dilation, gro
     _assert_within_summation_bound(conv_gram(x, layer), rows)
 
 
-def test_the_hook_path_uses_it_and_counts_rows_like_unfold() -> None:
+def test_the_hook_path_uses_it_and_counts_rows_like_unfold(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = nn.Conv2d(3, 5, 3, padding=1, dilation=2)
-    x = torch.randn(2, 3, 8, 6, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 10, 9, generator=torch.Generator().manual_seed(0))
+    assert structured_gram_pays(layer, *conv_output_size(10, 9, layer))  # an 8×7 output: the structured path
+    monkeypatch.setattr(gram_module, "conv_row_chunks", None)  # unfolding would fail: the hook must not unfold
     structured = LayerGram.empty(1, 27)
     structured.add_conv(x, layer)
     unfolded = LayerGram.empty(1, 27)
@@ -78,3 +81,70 @@ def test_an_output_smaller_than_the_kernel_gives_an_empty_gram() -> None:
     layer = nn.Conv2d(1, 1, 3, dilation=3)
     gram = conv_gram(torch.ones(1, 1, 5, 5, dtype=torch.float64), layer)
     assert torch.equal(gram, torch.zeros(1, 9, 9, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "out", "pays"),
+    [((3, 3), (6, 6), False), ((3, 3), (7, 7), True), ((3, 3), (7, 6), False), ((5, 1), (11, 3), True)],
+)
+def test_the_structured_path_is_taken_from_2k_plus_1_positions_each_way(kernel, out, pays) -> None:
+    assert structured_gram_pays(nn.Conv2d(2, 2, kernel), *out) is pays
+
+
+def test_small_maps_are_unfolded_in_the_hook_and_give_the_same_gram() -> None:
+    layer = nn.Conv2d(4, 6, 3, padding=1)  # a 4×4 output: unfolded
+    x = torch.randn(3, 4, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    stats = LayerGram.empty(1, 36)
+    stats.add_conv(x, layer)
+    rows = conv_rows(x, layer)
+    assert stats.rows == rows.shape[1] == 48
+    _assert_within_summation_bound(stats.gram, rows)
+
+
+CHUNK_CASES = [
+    (nn.Conv2d(4, 6, 3, padding=1), (9, 7)),
+    (nn.Conv2d(4, 6, 3, stride=2, padding=1), (9, 7)),
+    (nn.Conv2d(4, 6, (3, 2), stride=(2, 1), dilation=(2, 1), padding=(2, 0), groups=2), (11, 6)),
+    (nn.Conv2d(4, 6, 1), (5, 5)),
+]
+
+
+@pytest.mark.parametrize("max_elements", [1, 50, 400, 10**6])
+@pytest.mark.parametrize(("layer", "size"), CHUNK_CASES)
+def test_row_chunks_are_bounded_and_hold_exactly_the_unfolded_rows(layer, size, max_elements) -> None:
+    x = torch.randn(3, 4, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    rows = conv_rows(x, layer)
+    chunks = list(conv_row_chunks(x, layer, max_elements))
+    one_output_row = conv_output_size(*size, layer)[1] * rows.shape[0] * rows.shape[2]
+    assert all(chunk.numel() <= max(max_elements, one_output_row) for chunk in chunks)
+    assert sum(chunk.shape[1] for chunk in chunks) == rows.shape[1]
+    # The same multiset of rows: equal sorted rows (exact, no arithmetic in between).
+    got = torch.cat(chunks, dim=1)
+    for group in range(rows.shape[0]):
+        assert torch.equal(_sorted_rows(got[group]), _sorted_rows(rows[group]))
+
+
+def _sorted_rows(rows: torch.Tensor) -> torch.Tensor:
+    order = sorted(range(rows.shape[0]), key=lambda i: tuple(rows[i].tolist()))
+    return rows[order]
+
+
+def test_float32_products_stay_within_their_rounding_bound() -> None:
+    # Each entry sums n products of rows rounded to float32 (relative error u₃₂ per factor) in float32 (at most
+    # (n − 1)·u₃₂·Σ|a·b|), then adds the chunks in float64: within 2·(n + 2)·u₃₂·Σ|a·b| of the exact Gram.
+    u32 = torch.finfo(torch.float32).eps / 2
+    rows = torch.randn(2, 3000, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    stats = LayerGram.empty(2, 9, precision=torch.float32)
+    stats.add(rows)
+    exact = rows.mT @ rows
+    bound = 2 * (rows.shape[1] + 2) * u32 * (rows.abs().mT @ rows.abs())
+    assert bool(((stats.gram - exact).abs() <= bound).all())
+    assert not torch.equal(stats.gram, exact)  # it did compute in float32
+    layer = nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 9, 8, generator=torch.Generator().manual_seed(4))  # float32 input: exact in float32
+    structured = LayerGram.empty(1, 27, precision=torch.float32)
+    structured.add_conv(x, layer)
+    patches = conv_rows(x.double(), layer)
+    n = patches.shape[1]
+    bound = 2 * (n + 2) * u32 * (patches.abs().mT @ patches.abs())
+    assert bool(((structured.gram - patches.mT @ patches).abs() <= bound).all())

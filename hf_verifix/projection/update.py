@@ -29,6 +29,8 @@ class LayerProjection:
 
     def __init__(self, weight: torch.Tensor, spectrum: Spectrum) -> None:
         groups = spectrum.eigenvectors.shape[0]
+        self.method = spectrum.method
+        self.groups, self.dim = groups, int(spectrum.eigenvectors.shape[-1])
         self.shape = weight.shape
         self.dtype = weight.dtype
         w = weight.detach().to(torch.float64).reshape(groups, weight.shape[0] // groups, -1)

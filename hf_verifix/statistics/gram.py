@@ -1,4 +1,8 @@
-"""Streamed float64 Gram matrices G = Σ a aᵀ of every targeted layer's inputs, collected with forward hooks."""
+"""Streamed float64 Gram matrices G = Σ a aᵀ of every targeted layer's inputs, collected with forward hooks.
+
+Each chunk's product aᵀa is computed in the Gram's ``precision`` (float64, or float32 for speed where its agreement
+is measured to hold) and added into the float64 Gram; no chunk ever holds more than ``_CHUNK_ELEMENTS`` values.
+"""
 
 from __future__ import annotations
 
@@ -10,58 +14,68 @@ import torch
 from torch import nn
 
 from ..utils.distributed import sum_across_processes
-from .conv_gram import conv_gram, has_structured_gram
-from .rows import check_conv_input, checked_input, conv_output_size, layer_rows
+from .conv_gram import conv_gram, has_structured_gram, structured_gram_pays
+from .rows import check_conv_input, checked_input, conv_output_size, conv_row_chunks, linear_rows
 
-__all__ = ["LayerGram", "collect_grams", "gram_hooks", "summed_across_processes"]
+__all__ = ["PRECISIONS", "LayerGram", "collect_grams", "gram_hooks", "summed_across_processes"]
 
-# Rows are multiplied in chunks of at most this many float64 elements (~128 MiB) to bound peak memory.
+# Rows are unfolded and multiplied in chunks of at most this many elements (128 MiB in float64) to bound memory.
 _CHUNK_ELEMENTS = 1 << 24
+PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 
 
 @dataclass
 class LayerGram:
-    """The Gram matrices of one layer's inputs: ``gram`` has shape ``(groups, d, d)``; ``rows`` counts the rows.
+    """The Gram matrices of one layer's inputs: ``gram`` (float64) has shape ``(groups, d, d)``; ``rows`` counts the
+    rows; ``precision`` is the dtype each chunk's product is computed in before it is added.
 
     Example:
         >>> stats = LayerGram.empty(groups=1, dim=3)
-        >>> stats.add(torch.ones(1, 5, 3, dtype=torch.float64))
+        >>> stats.add(torch.ones(1, 5, 3))
         >>> stats.rows, stats.gram[0, 0, 0].item()
         (5, 5.0)
     """
 
     gram: torch.Tensor
     rows: int = 0
+    precision: torch.dtype = torch.float64
 
     @classmethod
-    def empty(cls, groups: int, dim: int) -> LayerGram:
+    def empty(cls, groups: int, dim: int, precision: torch.dtype = torch.float64) -> LayerGram:
         """Return zero statistics for a layer with ``groups`` row spaces of dimension ``dim``.
 
         Example:
             >>> LayerGram.empty(2, 4).gram.shape
             torch.Size([2, 4, 4])
         """
-        return cls(torch.zeros(groups, dim, dim, dtype=torch.float64))
+        return cls(torch.zeros(groups, dim, dim, dtype=torch.float64), precision=precision)
+
+    def _add_product(self, rows: torch.Tensor) -> None:
+        rows = rows.to(self.gram.device, self.precision)
+        if self.precision == torch.float64:
+            self.gram.baddbmm_(rows.mT, rows)
+        else:
+            self.gram += torch.bmm(rows.mT, rows).to(torch.float64)
 
     def add(self, rows: torch.Tensor) -> None:
-        """Accumulate ``rows`` of shape ``(groups, M, d)`` (float64) into the Gram matrices.
+        """Accumulate ``rows`` of shape ``(groups, M, d)`` (any float dtype) into the Gram matrices, a bounded chunk
+        of rows at a time.
 
         Example:
             >>> stats = LayerGram.empty(1, 2)
-            >>> stats.add(torch.tensor([[[1.0, 2.0]]], dtype=torch.float64))
+            >>> stats.add(torch.tensor([[[1.0, 2.0]]]))
             >>> stats.gram[0].tolist()
             [[1.0, 2.0], [2.0, 4.0]]
         """
-        rows = rows.to(self.gram.device)
         step = max(1, _CHUNK_ELEMENTS // max(1, rows.shape[0] * rows.shape[2]))
         for start in range(0, rows.shape[1], step):
-            chunk = rows[:, start : start + step]
-            self.gram.baddbmm_(chunk.transpose(1, 2), chunk)
+            self._add_product(rows[:, start : start + step])
         self.rows += rows.shape[1]
 
     def add_conv(self, x: torch.Tensor, layer: nn.Conv2d, name: str = "conv") -> None:
-        """Accumulate the patches a stride-1 Conv2d multiplies on input ``x`` without unfolding them
-        (:func:`~.conv_gram.conv_gram`: exact, about 6× fewer products for 3×3 kernels).
+        """Accumulate the patches ``layer`` multiplies on input ``x``: from channel cross-correlations when that is
+        cheaper (:func:`~.conv_gram.structured_gram_pays`: exact, up to 6× fewer products for 3×3 kernels), else
+        unfolded a bounded chunk at a time (:func:`~.rows.conv_row_chunks`).
 
         Example:
             >>> layer = nn.Conv2d(2, 4, 3, padding=1)
@@ -71,10 +85,30 @@ class LayerGram:
             25
         """
         check_conv_input(x, name)
-        x = checked_input(x, name).to(self.gram.device)
-        self.gram += conv_gram(x, layer)
+        x = checked_input(x, name)
         out_h, out_w = conv_output_size(x.shape[2], x.shape[3], layer)
+        if has_structured_gram(layer) and structured_gram_pays(layer, out_h, out_w):
+            self.gram += conv_gram(x.to(self.gram.device, self.precision), layer).to(torch.float64)
+        else:
+            for chunk in conv_row_chunks(x, layer, _CHUNK_ELEMENTS):
+                self._add_product(chunk)
         self.rows += x.shape[0] * max(0, out_h) * max(0, out_w)
+
+    def add_input(self, x: torch.Tensor, layer: nn.Module, name: str) -> None:
+        """Accumulate the rows a Linear or Conv2d ``layer`` multiplies on its input ``x`` (refused if not finite).
+
+        Example:
+            >>> stats = LayerGram.empty(1, 3)
+            >>> stats.add_input(torch.ones(2, 4, 3), nn.Linear(3, 1), "fc")
+            >>> stats.rows
+            8
+        """
+        if isinstance(layer, nn.Conv2d):
+            self.add_conv(x, layer, name)
+        elif isinstance(layer, nn.Linear):
+            self.add(linear_rows(checked_input(x, name), layer))
+        else:
+            raise TypeError(f"layer {name!r} is a {type(layer).__name__}; only nn.Linear and nn.Conv2d have rows")
 
 
 def _layer_dims(layer: nn.Module) -> tuple[int, int]:
@@ -85,7 +119,9 @@ def _layer_dims(layer: nn.Module) -> tuple[int, int]:
 
 
 @contextmanager
-def gram_hooks(layers: dict[str, nn.Module], device: torch.device | None = None) -> Iterator[dict[str, LayerGram]]:
+def gram_hooks(
+    layers: dict[str, nn.Module], device: torch.device | None = None, precision: str = "float64"
+) -> Iterator[dict[str, LayerGram]]:
     """Within the block, every forward of a layer in ``layers`` adds its inputs to that layer's Gram.
 
     Layers that share one weight Parameter (with the same ``groups`` and input dimension) feed one Gram, kept under
@@ -115,7 +151,7 @@ def gram_hooks(layers: dict[str, nn.Module], device: torch.device | None = None)
         dims = _layer_dims(layer)
         key = (id(layer.weight), *dims)
         if key not in by_weight:
-            stats = LayerGram.empty(*dims)
+            stats = LayerGram.empty(*dims, precision=PRECISIONS[precision])
             if device is not None:
                 stats.gram = stats.gram.to(device)
             by_weight[key] = grams[name] = stats
@@ -126,10 +162,7 @@ def gram_hooks(layers: dict[str, nn.Module], device: torch.device | None = None)
 
             def hook(module: nn.Module, args: tuple, kwargs: dict, _name: str = name) -> None:
                 x = args[0] if args else kwargs.get("input", next(iter(kwargs.values())))
-                if has_structured_gram(module):
-                    feeds[_name].add_conv(x, module, _name)
-                else:
-                    feeds[_name].add(layer_rows(x, module, _name))
+                feeds[_name].add_input(x, module, _name)
 
             handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
         yield grams
@@ -143,6 +176,7 @@ def collect_grams(
     layers: dict[str, nn.Module],
     inputs: Iterable[torch.Tensor],
     device: torch.device | None = None,
+    precision: str = "float64",
 ) -> dict[str, LayerGram]:
     """Run ``model`` on every batch of ``inputs`` in eval mode and return each layer's streamed Gram.
 
@@ -156,7 +190,7 @@ def collect_grams(
     """
     from ..models.forward import evaluation_mode
 
-    with evaluation_mode(model), torch.no_grad(), gram_hooks(layers, device) as grams:
+    with evaluation_mode(model), torch.no_grad(), gram_hooks(layers, device, precision) as grams:
         for batch in inputs:
             model(batch)
     return grams

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,8 +15,8 @@ __all__ = [
     "checked_input",
     "conv_output_size",
     "conv_padding",
+    "conv_row_chunks",
     "conv_rows",
-    "layer_rows",
     "linear_rows",
 ]
 
@@ -95,18 +97,19 @@ def conv_rows(x: torch.Tensor, layer: nn.Conv2d, name: str = "conv") -> torch.Te
 
 
 def checked_input(x: torch.Tensor, name: str) -> torch.Tensor:
-    """A layer's input as a detached float64 tensor, refused when it holds NaN or Inf (naming the layer).
+    """A layer's input, detached, refused when it holds NaN or Inf (naming the layer). Its dtype is kept: the Gram
+    converts one bounded chunk at a time.
 
     Example:
-        >>> checked_input(torch.ones(2, 3), "fc").dtype
-        torch.float64
+        >>> checked_input(torch.ones(2, 3), "fc").requires_grad
+        False
     """
     if not torch.isfinite(x).all():
         raise NumericalError(
             f"the inputs of layer {name!r} contain NaN or Inf; check the data (and the model's earlier layers) "
             "for non-finite values before correcting"
         )
-    return x.detach().to(torch.float64)
+    return x.detach()
 
 
 def check_conv_input(x: torch.Tensor, name: str) -> None:
@@ -122,17 +125,37 @@ def check_conv_input(x: torch.Tensor, name: str) -> None:
         )
 
 
-def layer_rows(x: torch.Tensor, layer: nn.Module, name: str) -> torch.Tensor:
-    """Return the float64 input rows of a targeted layer, shape ``(groups, M, d)``, after checking they are finite.
+def conv_row_chunks(x: torch.Tensor, layer: nn.Conv2d, max_elements: int) -> Iterator[torch.Tensor]:
+    """The unfolded patches of :func:`conv_rows`, a bounded chunk at a time: each ``(groups, M, d)`` chunk holds at
+    most ``max_elements`` values, or one output row of one image when that alone is larger.
+
+    Chunks are whole images when they fit, else bands of output rows of one image (each unfolded from the input
+    rows it reads, so nothing is unfolded twice): the rows of every chunk together are exactly those of
+    :func:`conv_rows`, in another order (a Gram does not depend on the order).
 
     Example:
         >>> from torch import nn
-        >>> layer_rows(torch.ones(3, 4), nn.Linear(4, 2), "fc").dtype
-        torch.float64
+        >>> layer = nn.Conv2d(2, 3, 3, padding=1)
+        >>> [chunk.shape[1] for chunk in conv_row_chunks(torch.ones(1, 2, 4, 4), layer, max_elements=18 * 8)]
+        [8, 8]
     """
-    x = checked_input(x, name)
-    if isinstance(layer, nn.Conv2d):
-        return conv_rows(x, layer, name)
-    if isinstance(layer, nn.Linear):
-        return linear_rows(x, layer)
-    raise TypeError(f"layer {name!r} is a {type(layer).__name__}; only nn.Linear and nn.Conv2d have rows")
+    check_conv_input(x, "conv")
+    left, right, top, bottom = conv_padding(layer)
+    padded = F.pad(x, (left, right, top, bottom)) if left or right or top or bottom else x
+    out_h, out_w = conv_output_size(x.shape[2], x.shape[3], layer)
+    if out_h <= 0 or out_w <= 0:
+        return
+    (kh, kw), (dh, dw), (sh, sw) = layer.kernel_size, layer.dilation, layer.stride
+    row_values = out_w * x.shape[1] * kh * kw  # one output row of one image, every group
+    images = max(1, max_elements // (row_values * out_h))
+    bands = out_h if row_values * out_h <= max_elements else max(1, max_elements // row_values)
+    groups = layer.groups
+    for first in range(0, x.shape[0], images):
+        for row in range(0, out_h, bands):
+            last = min(out_h, row + bands)
+            window = padded[first : first + images, :, row * sh : (last - 1) * sh + dh * (kh - 1) + 1]
+            patches = F.unfold(window, (kh, kw), dilation=(dh, dw), stride=(sh, sw))  # (n, C·kh·kw, L)
+            n, cols, length = patches.shape
+            yield patches.view(n, groups, cols // groups, length).permute(1, 0, 3, 2).reshape(groups, n * length, -1)
+
+
