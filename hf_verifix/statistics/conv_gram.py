@@ -5,8 +5,9 @@ kernel taps (u, v), (u', v'). That block is the cross-correlation of the (zero-p
 spatial offset ((u'−u)·dh, (v'−v)·dw), summed over the rectangle of positions tap (u, v) reads. Taps with the same
 offset read shifted rectangles of one product map, so each offset is computed once, in GEMMs over the bands that the
 rectangles' edges cut the map into, and each block is a sum of band products: exact, and about (2k−1)²/2 instead
-of k⁴ C×C products per position (6× fewer for 3×3 kernels). Offsets come in transposed pairs (G is symmetric), so
-only half are computed.
+of k⁴ C×C products per position (6× fewer for 3×3 kernels). The input is laid out once so that every band of whole
+padded rows is a contiguous view (no copy per offset); the columns outside a tap's window are subtracted. Offsets
+come in transposed pairs (G is symmetric), so only half are computed.
 
 Example:
     >>> import torch
@@ -53,19 +54,75 @@ def has_structured_gram(layer: nn.Module) -> TypeGuard[nn.Conv2d]:
 
 def structured_gram_pays(layer: nn.Conv2d, out_h: int, out_w: int) -> bool:
     """Whether the structured Gram is faster than unfolding for an output of ``out_h`` × ``out_w``: at least
-    2k + 1 positions each way for a k×k kernel.
+    2k positions each way for a k×k kernel.
 
-    Its band products cost per position about (2k−1)²/2 channel blocks instead of k⁴, but the bands at the borders
-    are thin: on small maps they are many tiny products. Measured on 2 CPU cores, float64, 3×3 kernels, 16 images
-    (``benchmarks/scale.py``): at 4×4 unfolding is 1.35× faster, at 6×6 the two tie, at 7×7 the structured Gram is
-    1.35× faster, at 56×56 3.2×.
+    It costs per position about (2k−1)²/2 channel blocks instead of k⁴, on a padded map, plus thin column strips;
+    on small maps the padding and the strips dominate. Measured on 2 CPU cores, float64, 3×3 kernels, 32 images,
+    against unfolding: 4×4 (512 channels) 0.81×, 6×6 (384) 1.35×, 7×7 (512) 1.42×, 8×8 (256) 1.55×,
+    16×16 (128) 2.6×, 32×32 (64) 3.1×, 56×56 (64) 3.2× (see the README's scale section).
 
     Example:
-        >>> structured_gram_pays(nn.Conv2d(8, 8, 3, padding=1), 4, 4), structured_gram_pays(nn.Conv2d(8, 8, 3), 7, 7)
+        >>> structured_gram_pays(nn.Conv2d(8, 8, 3, padding=1), 4, 4), structured_gram_pays(nn.Conv2d(8, 8, 3), 6, 6)
         (False, True)
     """
     kh, kw = layer.kernel_size
-    return out_h >= 2 * kh + 1 and out_w >= 2 * kw + 1
+    return out_h >= 2 * kh and out_w >= 2 * kw
+
+
+def _flat_layout(x: torch.Tensor, layer: nn.Conv2d) -> tuple[torch.Tensor, int, int, int]:
+    """``x`` zero-padded for ``layer`` and laid out as (groups, margin + Hp·Wp + margin, N, c): every position's N×c
+    block is contiguous, so any run of whole padded rows is a (rows·Wp·N, c) view. The zero margins hold the
+    partners of the shifted products that fall off either end. Returns it, Wp, the margin and the padded height."""
+    left, right, top, bottom = conv_padding(layer)
+    n, channels, height, width = x.shape
+    groups = layer.groups
+    c = channels // groups
+    padded_h, padded_w = height + top + bottom, width + left + right
+    margin = (layer.kernel_size[1] - 1) * layer.dilation[1]
+    flat = torch.zeros(groups, 2 * margin + padded_h * padded_w, n, c, dtype=x.dtype, device=x.device)
+    grid = flat[:, margin : margin + padded_h * padded_w].view(groups, padded_h, padded_w, n, c)
+    grid[:, top : top + height, left : left + width] = x.view(n, groups, c, height, width).permute(1, 3, 4, 0, 2)
+    return flat, padded_w, margin, padded_h
+
+
+def _offset_sums(
+    flat: torch.Tensor, width: int, margin: int, shift: tuple[int, int], tops: list[int], lefts: list[int],
+    size: tuple[int, int],
+) -> dict[tuple[int, int], torch.Tensor]:
+    """Σ x[p] x[p + shift]ᵀ over the rectangle [top, top + h) × [left, left + w), for every (top, left) pair.
+
+    Whole padded rows first: the rows [top, top + h) of the flat layout are one contiguous run, and so is their
+    partner run ``shift`` further on, so their product is one GEMM on views (over the row bands that the tops cut,
+    each computed once). The columns outside [left, left + w) are then subtracted: thin strided strips, each the same
+    products (a partner past the row's end is the next row's start, or the zero margin) that the run added."""
+    (h, w), (dy, dx) = size, shift
+    step = dy * width + dx
+    groups, _, n, c = flat.shape
+
+    def run(first_row: int, last_row: int) -> torch.Tensor:
+        start = margin + first_row * width
+        a = flat[:, start : start + (last_row - first_row) * width].reshape(groups, -1, c)
+        b = flat[:, start + step : start + step + (last_row - first_row) * width].reshape(groups, -1, c)
+        return torch.bmm(a.mT, b)
+
+    def column(first_row: int, last_row: int, col: int) -> torch.Tensor:
+        start = margin + first_row * width + col
+        a = flat[:, start : start + (last_row - first_row) * width : width].reshape(groups, -1, c)
+        b = flat[:, start + step : start + step + (last_row - first_row) * width : width].reshape(groups, -1, c)
+        return torch.bmm(a.mT, b)
+
+    bands = _bands(tops, h)
+    excess = sorted({col for left in lefts for col in range(width) if not left <= col < left + w})
+    full = {band: run(*band) for band in bands}
+    strips = {(band, col): column(*band, col) for band in bands for col in excess}
+    sums: dict[tuple[int, int], torch.Tensor] = {}
+    for top in tops:
+        inside = [band for band in bands if top <= band[0] < top + h]
+        for left in lefts:
+            total = torch.stack([full[band] for band in inside]).sum(0)
+            outside = [strips[(band, col)] for band in inside for col in excess if not left <= col < left + w]
+            sums[(top, left)] = total - torch.stack(outside).sum(0) if outside else total
+    return sums
 
 
 def _bands(starts: list[int], length: int) -> list[tuple[int, int]]:
@@ -74,35 +131,10 @@ def _bands(starts: list[int], length: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(cuts))
 
 
-def _tap_sums(
-    x: torch.Tensor, shift: tuple[int, int], tops: list[int], lefts: list[int], size: tuple[int, int]
-) -> dict[tuple[int, int], torch.Tensor]:
-    """Σ x[:, :, p, q] x[:, :, p + shift]ᵀ over the rectangle [top, top + h) × [left, left + w), for every
-    (top, left) pair: (groups, c, c) each, from one GEMM per band pair of the rectangles' union."""
-    (h, w), (dy, dx) = size, shift
-    rows, cols = _bands(tops, h), _bands(lefts, w)
-    groups, c = x.shape[1], x.shape[2]
-    blocks: dict[tuple[int, int], torch.Tensor] = {}
-    for r0, r1 in rows:
-        for c0, c1 in cols:
-            a = x[:, :, :, r0:r1, c0:c1]
-            b = x[:, :, :, r0 + dy : r1 + dy, c0 + dx : c1 + dx]
-            # (N, g, c, h', w') -> (g, c, N·h'·w'): one GEMM per group over every sample and position of the band.
-            a = a.permute(1, 2, 0, 3, 4).reshape(groups, c, -1)
-            b = b.permute(1, 2, 0, 3, 4).reshape(groups, c, -1)
-            blocks[(r0, c0)] = torch.bmm(a, b.mT)
-    sums: dict[tuple[int, int], torch.Tensor] = {}
-    for top in tops:
-        for left in lefts:
-            inside = [block for (r0, c0), block in blocks.items() if top <= r0 < top + h and left <= c0 < left + w]
-            sums[(top, left)] = torch.stack(inside).sum(0) if len(inside) > 1 else inside[0].clone()
-    return sums
-
-
 def conv_gram(x: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
     """The Gram ``(groups, d, d)`` of the patches ``layer`` multiplies on input ``x``, d = C/groups·kh·kw, ordered
-    like ``weight[g].view(Cout/groups, -1)`` — equal to ``rows.mT @ rows`` of :func:`~.rows.conv_rows`, exactly up to
-    the order of the float additions, without unfolding.
+    like ``weight[g].view(Cout/groups, -1)`` — equal to ``rows.mT @ rows`` of :func:`~.rows.conv_rows` up to
+    round-off (the same products, summed in another order; see ``_offset_sums``), without unfolding.
 
     Args:
         x: The layer's input, ``(N, C, H, W)``, in the dtype to accumulate in (float64 for the corrector).
@@ -116,22 +148,21 @@ def conv_gram(x: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
     kh, kw = layer.kernel_size
     dh, dw = layer.dilation
     groups = layer.groups
-    left, right, top, bottom = conv_padding(layer)
-    padded = F.pad(x, (left, right, top, bottom)) if left or right or top or bottom else x
-    n, channels, height, width = padded.shape
-    c = channels // groups
+    c = x.shape[1] // groups
     out_h, out_w = conv_output_size(x.shape[2], x.shape[3], layer)
-    grouped = padded.reshape(n, groups, c, height, width)
     gram = torch.zeros(groups, c, kh, kw, c, kh, kw, dtype=x.dtype, device=x.device)
     if out_h <= 0 or out_w <= 0:
         return gram.reshape(groups, c * kh * kw, c * kh * kw)
+    flat, width, margin, _ = _flat_layout(x, layer)
     for du in range(0, kh):
         for dv in range(-(kw - 1), kw):
             if du == 0 and dv < 0:  # the transpose of offset (0, -dv), filled from it below
                 continue
             taps = [(u, v) for u in range(kh - du) for v in range(max(0, -dv), min(kw, kw - dv))]
-            sums = _tap_sums(
-                grouped,
+            sums = _offset_sums(
+                flat,
+                width,
+                margin,
                 (du * dh, dv * dw),
                 sorted({u * dh for u, _ in taps}),
                 sorted({v * dw for _, v in taps}),
