@@ -198,8 +198,8 @@ def ready_projections(
     ready: dict[str, Projection] = {}
     for name in progress_bar(list(projections), "decomposing", progress, leave=False):
         projection = projections[name]
-        if isinstance(projection, SolvedProjection) and eigh_pays(
-            projection.dim, projection.out, projection.solves + n_alphas
+        if isinstance(projection, SolvedProjection) and (
+            projection.has_eigendecomposition or eigh_pays(projection.dim, projection.out, projection.solves + n_alphas)
         ):
             projection = projection.eigendecomposed(name)
         ready[name] = projection

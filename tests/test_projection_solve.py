@@ -117,3 +117,13 @@ def test_the_solvers_correct_a_model_alike() -> None:
         # float32 weights: each result is also rounded once to float32 (u₃₂ relative per entry)
         bound = _bound(by_eigh, dim, 3e4) + 2 * torch.finfo(torch.float32).eps * float(by_eigh.norm())
         assert float((solved - by_eigh).norm()) <= bound
+
+
+@pytest.mark.parametrize("alpha", [1e-9, 1e9])
+def test_an_ill_conditioned_alpha_is_taken_from_the_eigenvectors(alpha: float) -> None:
+    samples = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))  # rank 3 of 5
+    gram, weight = (samples.T @ samples)[None], torch.randn(2, 5, generator=torch.Generator().manual_seed(5))
+    solved = SolvedProjection(weight, gram)
+    assert torch.equal(solved.weight(alpha), LayerProjection(weight, decompose(gram)).weight(alpha))
+    assert solved.solves == 0 and solved.has_eigendecomposition
+    assert ready_projections({"fc": solved}, 1, "auto")["fc"].method == "eigh"  # made once, then kept

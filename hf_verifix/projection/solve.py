@@ -34,8 +34,11 @@ from ..utils.distributed import broadcast_from_main, process_rank_and_count
 from .spectrum import decompose_on_main
 from .update import LayerProjection
 
-__all__ = ["EIGH_COST", "Projection", "SolvedProjection", "Spectra", "eigh_pays"]
+__all__ = ["EIGH_COST", "MAX_CONDITION", "Projection", "SolvedProjection", "Spectra", "eigh_pays"]
 
+# The solve errs by up to about κ·d·u with κ = max(α, 1/α) (up to 1e7 · 4608 · 1.1e-16 ≈ 5e-6 for the widest layers
+# of the benchmarks); beyond this κ the eigenvectors are used, which give λ(α) exactly for any α.
+MAX_CONDITION = 1e7
 # An eigendecomposition with eigenvectors costs about EIGH_COST·d³ in the units where a Cholesky factorisation
 # costs d³/3 and a d×d by d×o product d²·o: measured 17.1 s against 1.5 s for d = 4608, o = 512 (2 CPU cores).
 EIGH_COST = 8.0
@@ -54,10 +57,25 @@ class Projection(Protocol):
     groups: int
     dim: int
 
-    def weight(self, alpha: float) -> torch.Tensor: ...
+    def weight(self, alpha: float) -> torch.Tensor:
+        """The projected weight for ``alpha``, in the layer's shape and dtype.
+
+        Example:
+            >>> SolvedProjection(torch.eye(2), torch.eye(2, dtype=torch.float64)[None]).weight(1.0)
+            tensor([[0.5000, 0.0000],
+                    [0.0000, 0.5000]])
+        """
+        ...
 
     @property
-    def normalized(self) -> torch.Tensor: ...
+    def normalized(self) -> torch.Tensor:
+        """The normalised spectrum σ̃ per group, descending.
+
+        Example:
+            >>> SolvedProjection(torch.eye(2), torch.eye(2, dtype=torch.float64)[None]).normalized.tolist()
+            [[0.5, 0.5]]
+        """
+        ...
 
 
 def eigh_pays(dim: int, out: int, n_alphas: int) -> bool:
@@ -101,20 +119,33 @@ class SolvedProjection:
         w = weight.detach().to(gram.device, torch.float64)
         self.weight_t = w.reshape(groups, weight.shape[0] // groups, -1).mT  # (g, d, o)
         self._normalized: torch.Tensor | None = None
+        self._eigh: LayerProjection | None = None
+
+    @property
+    def has_eigendecomposition(self) -> bool:
+        """Whether :meth:`eigendecomposed` was already made (an α too ill-conditioned to solve asked for it).
+
+        Example:
+            >>> SolvedProjection(torch.ones(2, 3), torch.eye(3, dtype=torch.float64)[None]).has_eigendecomposition
+            False
+        """
+        return self._eigh is not None
 
     def _normalized_gram(self) -> torch.Tensor:
         return self.gram / self.gram.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]  # Ĝ = G / tr G per group
 
     def eigendecomposed(self, name: str = "layer") -> LayerProjection:
-        """The same projection from one eigendecomposition of the Gram (on the main process, shared).
+        """The same projection from one eigendecomposition of the Gram (on the main process, shared; made once).
 
         Example:
             >>> rows = torch.randn(30, 3, dtype=torch.float64)
             >>> SolvedProjection(torch.randn(2, 3), (rows.T @ rows)[None]).eigendecomposed().spectrum.method
             'eigh'
         """
-        weight = self.weight_t.mT.reshape(self.shape).to(self.dtype)  # exactly the original: float64 holds it
-        return LayerProjection(weight, decompose_on_main(self.gram, name))
+        if self._eigh is None:
+            weight = self.weight_t.mT.reshape(self.shape).to(self.dtype)  # exactly the original: float64 holds it
+            self._eigh = LayerProjection(weight, decompose_on_main(self.gram, name))
+        return self._eigh
 
     @property
     def dim(self) -> int:
@@ -148,12 +179,17 @@ class SolvedProjection:
     def weight(self, alpha: float) -> torch.Tensor:
         """Return Ŵ = α·W·Ĝ(I + (α−1)Ĝ)⁻¹ in the layer's shape and dtype (NaN if the Gram is not finite).
 
+        For α or 1/α above ``MAX_CONDITION`` the system is too ill-conditioned to solve accurately: the weight then
+        comes from the eigendecomposition (made once).
+
         Example:
             >>> gram = torch.diag(torch.tensor([1.0, 0.0], dtype=torch.float64))[None]
             >>> SolvedProjection(torch.eye(2), gram).weight(5.0)
             tensor([[1., 0.],
                     [0., 0.]])
         """
+        if max(alpha, 1.0 / alpha) > MAX_CONDITION:
+            return self.eigendecomposed().weight(alpha)
         self.solves += 1
         rank, world = process_rank_and_count()
         if world == 1:
