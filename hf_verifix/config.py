@@ -82,6 +82,10 @@ class CorrectionConfig:
             Gram: ``"float64"``, or ``"float32"`` (about 2× faster on CPU, TF32 on GPUs where torch allows it; its
             agreement with float64 is measured in the README's scale section — check it on your model before
             relying on it at large α).
+        max_rows_per_layer: Opt-in speed over exactness: keep about this many rows per layer (the same random
+            output positions or tokens of every image, at least one per image, drawn from ``seed``; identical on any
+            number of processes). ``None`` (the default) keeps every row: the exact Gram. Its error against the exact
+            Gram is measured in the README's scale section.
 
     Example:
         >>> from hf_verifix import CorrectionConfig
@@ -121,6 +125,9 @@ class CorrectionConfig:
     gram_precision: str = field(
         default="float64", metadata={"help": "dtype of each chunk's Gram product: 'float64' or 'float32'."}
     )
+    max_rows_per_layer: int | None = field(
+        default=None, metadata={"help": "Opt-in row subsample per layer (None: every row, the exact Gram)."}
+    )
 
     def __post_init__(self) -> None:
         self.alpha = _valid_alpha(self.alpha, "alpha")
@@ -149,6 +156,8 @@ class CorrectionConfig:
         self.statistics_device = _valid_device(self.statistics_device)
         self.solver = _valid_choice(self.solver, "solver", SOLVERS)
         self.gram_precision = _valid_choice(self.gram_precision, "gram_precision", GRAM_PRECISIONS)
+        if self.max_rows_per_layer is not None:
+            self.max_rows_per_layer = valid_int(self.max_rows_per_layer, "max_rows_per_layer", low=1, example=50_000)
         for name in ("image_column", "label_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):

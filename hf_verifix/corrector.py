@@ -179,7 +179,15 @@ class ProjectionCorrector:
         start = time.perf_counter()
         statistics = torch.device(cfg.statistics_device) if cfg.statistics_device else None
         grams = collected_grams(
-            self.model, source, trusted, targets.targets, statistics, cfg.progress, cfg.gram_precision
+            self.model,
+            source,
+            trusted,
+            targets.targets,
+            statistics,
+            cfg.progress,
+            cfg.gram_precision,
+            cfg.max_rows_per_layer,
+            cfg.seed,
         )
         if self.selection is None:  # given trusted indices: their labels were never read (the model is unchanged)
             check_trusted_labels(self.model, source, trusted)

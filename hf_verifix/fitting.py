@@ -109,11 +109,14 @@ def collected_grams(
     device: torch.device | None = None,
     progress: bool = False,
     precision: str = "float64",
+    max_rows: int | None = None,
+    seed: int = 0,
 ) -> dict[str, LayerGram]:
     """This process's share of every targeted layer's input Gram over the ``trusted`` samples (not yet summed).
 
     ``device``: where the float64 Grams live (default: the model's device, so no rows cross to the host);
-    ``precision``: the dtype of each chunk's product (``CorrectionConfig.gram_precision``).
+    ``precision``: the dtype of each chunk's product (``CorrectionConfig.gram_precision``); ``max_rows``: keep
+    about that many rows per layer, ``max_rows // len(trusted)`` positions of each image (``max_rows_per_layer``).
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -124,7 +127,8 @@ def collected_grams(
     """
     on = model_device(model)
     batches = (b.inputs.to(on) for b in source.batches(trusted, "collecting Grams", progress))
-    return collect_grams(model, targets, batches, device=device or on, precision=precision)
+    positions = None if max_rows is None else max(1, max_rows // max(1, trusted.numel()))
+    return collect_grams(model, targets, batches, device or on, precision, positions, seed)
 
 
 def fitted_layers(

@@ -40,6 +40,7 @@ NON_DEFAULT: dict[str, Any] = {
     "statistics_device": "cpu",
     "solver": "eigh",
     "gram_precision": "float32",
+    "max_rows_per_layer": 50_000,
 }
 
 
@@ -263,6 +264,7 @@ BAD_VALUES = [
     ("statistics_device", 0, r"statistics_device must be None .*got 0 \(int\)"),
     ("solver", "svd", r"solver must be one of 'auto', 'cholesky', 'eigh', got 'svd' \(str\); pass solver='auto'"),
     ("gram_precision", "float16", r"gram_precision must be one of 'float64', 'float32', got 'float16' \(str\)"),
+    ("max_rows_per_layer", 0, r"max_rows_per_layer must be .*got 0"),
     ("image_column", "", r"image_column must be a column name of the dataset \(a non-empty str\) or None.*got ''"),
     ("image_column", 0, r"image_column must be a column name.*got 0 \(int\)"),
     ("label_column", ["label"], r"label_column must be a column name.*got \['label'\] \(list\)"),
@@ -350,6 +352,7 @@ def _valid_field_values() -> st.SearchStrategy[dict[str, Any]]:
             "statistics_device": st.none() | st.sampled_from(["cpu", "cuda:1", "tpu", ""]),
             "solver": st.sampled_from(["auto", "cholesky", "eigh", "svd"]),
             "gram_precision": st.sampled_from(["float64", "float32", "bfloat16"]),
+            "max_rows_per_layer": st.none() | st.integers(min_value=-2, max_value=10**6),
             "target_modules": st.none() | st.lists(st.sampled_from(["fc", ".*", "layer\\d+\\..*"]), min_size=1),
             "exclude_modules": st.none() | st.lists(st.sampled_from(["fc", "head", "conv\\d"])),
             "image_column": st.none() | st.text(min_size=1, max_size=6),

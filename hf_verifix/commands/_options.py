@@ -38,6 +38,9 @@ PROG = "hf-verifix"
 API_FLAGS = {
     "alpha": "--alpha",
     "alpha_grid": "--alphas",
+    "solver": "--solver",
+    "gram_precision": "--gram-precision",
+    "max_rows_per_layer": "--max-rows-per-layer",
     "n_trusted": "--n-trusted",
     "selector": "--selector",
     "selector_kwargs": "--selector-kwargs",

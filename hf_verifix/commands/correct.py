@@ -84,6 +84,24 @@ def _add_projection_options(parser: argparse.ArgumentParser) -> None:
         help="a layer that cannot be corrected exactly (e.g. timm Conv2dSame): refuse the model before any work "
         "(error, default) or leave that layer unchanged (skip)",
     )
+    projection.add_argument(
+        "--solver",
+        choices=["auto", "cholesky", "eigh"],
+        default="auto",
+        help="each α by one Cholesky solve, by one eigendecomposition per layer, or whichever is cheaper (auto)",
+    )
+    projection.add_argument(
+        "--gram-precision",
+        choices=["float64", "float32"],
+        default="float64",
+        help="dtype of each chunk's Gram product (float32: faster, measured less exact; see the README)",
+    )
+    projection.add_argument(
+        "--max-rows-per-layer",
+        type=positive_int,
+        metavar="N",
+        help="opt-in: keep about N rows per layer (the same random positions of every image); default every row",
+    )
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -150,7 +168,8 @@ def correction_config(
     Example:
         >>> args = argparse.Namespace(n_trusted=500, selector="loss", selector_kwargs=None, per_class=True,
         ...     target_modules=None, exclude_modules=None, on_uncorrectable="error", recalibrate_batchnorm=False,
-        ...     batch_size=64, seed=-1, no_progress=True, alpha=None)
+        ...     batch_size=64, seed=-1, no_progress=True, alpha=None, solver="auto", gram_precision="float64",
+        ...     max_rows_per_layer=None)
         >>> correction_config(args)  # doctest: +IGNORE_EXCEPTION_DETAIL
         Traceback (most recent call last):
         UsageError: --seed: seed must be an integer in [0, 2**64 - 1] (e.g. 0), got -1
@@ -170,6 +189,9 @@ def correction_config(
             label_column=label_column,
             seed=args.seed,
             progress=not args.no_progress,
+            solver=args.solver,
+            gram_precision=args.gram_precision,
+            max_rows_per_layer=args.max_rows_per_layer,
             **({"alpha": args.alpha} if args.alpha else {}),
         )
     except ConfigError as err:

@@ -103,7 +103,7 @@ def _offset_sums(
         start = margin + first_row * width
         a = flat[:, start : start + (last_row - first_row) * width].reshape(groups, -1, c)
         b = flat[:, start + step : start + step + (last_row - first_row) * width].reshape(groups, -1, c)
-        return torch.bmm(a.mT, b)
+        return torch.bmm(b.mT, a).mT  # = aᵀb; this operand order ran 1.2× faster for c = 64 (2 CPU cores)
 
     def column(first_row: int, last_row: int, col: int) -> torch.Tensor:
         start = margin + first_row * width + col

@@ -17,6 +17,7 @@ __all__ = [
     "conv_padding",
     "conv_row_chunks",
     "conv_rows",
+    "conv_rows_at",
     "linear_rows",
 ]
 
@@ -94,6 +95,34 @@ def conv_rows(x: torch.Tensor, layer: nn.Conv2d, name: str = "conv") -> torch.Te
     per_group = cols // groups
     # (N, g, d, L) -> (g, N, L, d) -> (g, N·L, d)
     return patches.view(n, groups, per_group, length).permute(1, 0, 3, 2).reshape(groups, n * length, per_group)
+
+
+def conv_rows_at(x: torch.Tensor, layer: nn.Conv2d, positions: torch.Tensor) -> torch.Tensor:
+    """The patches of :func:`conv_rows` at the given output ``positions`` only (flat indices into the output map,
+    the same for every image), gathered without unfolding the rest: shape ``(groups, N·len(positions), d)``.
+
+    Example:
+        >>> from torch import nn
+        >>> layer, x = nn.Conv2d(2, 3, 3, padding=1), torch.randn(2, 2, 4, 4)
+        >>> every = conv_rows(x, layer).view(1, 2, 16, 18)
+        >>> torch.equal(conv_rows_at(x, layer, torch.tensor([5, 9])), every[:, :, [5, 9]].reshape(1, 4, 18))
+        True
+    """
+    check_conv_input(x, "conv")
+    left, right, top, bottom = conv_padding(layer)
+    padded = F.pad(x, (left, right, top, bottom)) if left or right or top or bottom else x
+    out_w = conv_output_size(x.shape[2], x.shape[3], layer)[1]
+    (kh, kw), (dh, dw), (sh, sw) = layer.kernel_size, layer.dilation, layer.stride
+    out_rows, out_cols = positions // out_w, positions % out_w
+    taps_u = torch.arange(kh).repeat_interleave(kw)[:, None]
+    taps_v = torch.arange(kw).repeat(kh)[:, None]
+    rows = (out_rows[None] * sh + taps_u * dh).to(x.device)  # (kh·kw, k)
+    cols = (out_cols[None] * sw + taps_v * dw).to(x.device)
+    patches = padded[:, :, rows, cols]  # (N, C, kh·kw, k)
+    n, channels, taps, k = patches.shape
+    groups = layer.groups
+    grouped = patches.view(n, groups, channels // groups, taps, k).permute(1, 0, 4, 2, 3)
+    return grouped.reshape(groups, n * k, channels // groups * taps)
 
 
 def checked_input(x: torch.Tensor, name: str) -> torch.Tensor:
