@@ -11,6 +11,7 @@ variant's corrected weights with the first variant's (relative Frobenius distanc
 Variants:
     sap         hf_verifix's defaults: float64 Gram products (structured where it pays), one Cholesky solve per α
     sap32       the same with ``gram_precision="float32"``
+    sap_cap     the same with ``max_rows_per_layer=50_000`` (opt-in subsample: the reference's row cap)
     sap_eigh    float64 Grams, ``solver="eigh"`` (one eigendecomposition per layer, as 0.1 did)
     unfold      float64, every convolution unfolded, eigh (0.1's collection and decomposition)
     reference   the reference code's procedure, re-implemented from its description: float32 rows materialised per
@@ -40,8 +41,9 @@ MODELS = {
     "resnet50": ("resnet50", 224),
     "vit_b16": ("vit_base_patch16_224", 224),
     "inception_resnet_v2": ("inception_resnet_v2", 299),
+    "vit_b16_transformers": ("google/vit-base-patch16-224 architecture", 224),
 }
-VARIANTS = ("sap", "sap32", "sap_eigh", "unfold", "reference")
+VARIANTS = ("sap", "sap32", "sap_cap", "sap_eigh", "unfold", "reference")
 ALPHA = 3e4
 REFERENCE_ROW_CAP = 50_000
 
@@ -51,6 +53,10 @@ def build(name: str) -> torch.nn.Module:
     import timm
 
     torch.manual_seed(0)
+    if name == "vit_b16_transformers":  # ViT-B/16's configuration (transformers' defaults), randomly initialised
+        from transformers import ViTConfig, ViTForImageClassification
+
+        return ViTForImageClassification(ViTConfig(num_labels=1000)).eval()
     arch, _ = MODELS[name]
     model = timm.create_model(arch, pretrained=False, num_classes=10 if name == "cifar_resnet18" else 1000)
     if name == "cifar_resnet18":
@@ -109,6 +115,7 @@ def _sap(model: torch.nn.Module, data: Images, variant: str, batch: int, device:
     options = {
         "sap": {},
         "sap32": {"gram_precision": "float32"},
+        "sap_cap": {"max_rows_per_layer": REFERENCE_ROW_CAP},
         "sap_eigh": {"solver": "eigh"},
         "unfold": {"solver": "eigh"},
     }[variant]
@@ -128,6 +135,9 @@ def _sap(model: torch.nn.Module, data: Images, variant: str, batch: int, device:
         "gram_macs": float(macs),
         "gram_gib_float64": sum(p.groups * p.dim**2 * 8 for p in projections.values()) / 2**30,
         "layers": len(projections),
+        "memory_bound_gib": 2 * sum(p.groups * p.dim**2 * 8 for p in projections.values()) / 2**30
+        + sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**30
+        + 1.0,
     }
     modules = dict(model.named_modules())
     return figures, {name: modules[name].weight.detach().cpu() for name in projections}

@@ -302,3 +302,22 @@ def test_only_the_main_process_writes_under_accelerate_launch(work, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "running on 2 processes" in done.stdout and done.stdout.count("saved the corrected model") == 1
     assert (output / "README.md").is_file() and (output / "model.safetensors").is_file()
+
+
+def test_the_scale_options_reach_the_configuration_and_bad_values_exit_2(capsys: pytest.CaptureFixture) -> None:
+    from hf_verifix.commands.cli import build_parser
+    from hf_verifix.commands.correct import correction_config
+
+    args = build_parser().parse_args(
+        ["correct", "--model", "m", "--dataset", "d", "--solver", "eigh", "--gram-precision", "float32", "--max-rows-per-layer", "9"]
+    )
+    config = correction_config(args)
+    assert (config.solver, config.gram_precision, config.max_rows_per_layer) == ("eigh", "float32", 9)
+    defaults = correction_config(build_parser().parse_args(["correct", "--model", "m", "--dataset", "d"]))
+    assert (defaults.solver, defaults.gram_precision, defaults.max_rows_per_layer) == ("auto", "float64", None)
+    for bad in (["--solver", "svd"], ["--max-rows-per-layer", "0"], ["--gram-precision", "float16"]):
+        try:
+            code = main(["correct", "--model", "m", "--dataset", "d", *bad])
+        except SystemExit as exited:  # argparse's own refusals exit; the library's are returned as usage errors
+            code = exited.code
+        assert code == 2 and bad[0] in capsys.readouterr().err

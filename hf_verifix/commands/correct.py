@@ -42,6 +42,7 @@ from ._options import (
     add_selection_options,
     alpha_list,
     positive_float,
+    positive_int,
     with_flag,
 )
 
