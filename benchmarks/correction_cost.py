@@ -160,7 +160,7 @@ def run_streamed(model: nn.Module, data: TensorDataset, trusted: torch.Tensor, o
     corrector.apply(opts.alpha)
     total = time.perf_counter() - start
     layers = {
-        name: {"rows": corrector.layer_rows[name], "dim": int(p.spectrum.eigenvalues.shape[-1])}
+        name: {"rows": corrector.layer_rows[name], "dim": p.dim}
         for name, p in corrector.projections.items()
     }
     return {"timings_s": dict(corrector.timings), "total_s": total, "layers": layers, "skipped": corrector.skipped}

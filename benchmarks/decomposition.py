@@ -2,8 +2,9 @@
 
 SAP's projected weight is Ŵ = W·U diag(λ(α)) Uᵀ with λᵢ = ασ̃ᵢ / ((α−1)σ̃ᵢ + 1). Since λ is a rational function of
 Ĝ = G / tr G, the same weight is also Ŵᵀ = α (I + (α−1)Ĝ)⁻¹ Ĝ Wᵀ: one Cholesky factorisation and solve per α, no
-eigendecomposition. hf_verifix decomposes each Gram once (``hf_verifix.projection.spectrum.decompose``: ``eigh`` of
-the block of coordinates that were ever non-zero) and keeps W·U, so each α then costs one product. This script
+eigendecomposition. With ``solver="eigh"`` hf_verifix decomposes each Gram once (``hf_verifix.projection.spectrum.
+decompose``: ``eigh`` of the block of coordinates that were ever non-zero) and keeps W·U, so each α then costs one
+product; ``solver="cholesky"`` solves per α, and the default ``"auto"`` picks per layer by cost. This script
 times both ways for one layer, for an α search of ``--alphas`` values, on two kinds of Gram:
 
 * ``full rank``: rows with every coordinate active (a 3×3 convolution deep in a network at a large input size);
