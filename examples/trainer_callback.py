@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compute_metrics=accuracy,
         callbacks=[callback],
     )
-    callback.set_trainer(trainer)  # the sap/* metrics then go through trainer.log like the Trainer's own
-    trainer.train()  # ... and SAPCallback corrects the model at the end
+    trainer.train()  # SAPCallback binds this Trainer (its eval_dataset, trainer.log) and corrects at the end
     sap = callback.history[-1]
 
     clean_test = test.with_transform(to_pixels)

@@ -131,12 +131,18 @@ def run(tmp_path_factory):
         eval_dataset=pixel_dataset(eval_x, eval_y),
         callbacks=[snapshot, callback, recorder],
     )
-    callback.set_trainer(trainer)
-    trainer.train()
+    trainer.train()  # no set_trainer, no evaluation during training: the callback finds the Trainer and its data
     return SimpleNamespace(
         trainer=trainer, model=model, callback=callback, snapshot=snapshot, recorder=recorder, output=output,
         after=accuracy(model, eval_x, eval_y), corrected=weights(model),
     )  # fmt: skip
+
+
+def test_the_callback_binds_its_trainer_without_set_trainer(run):
+    assert run.callback.trainer is run.trainer
+    assert run.trainer.args.eval_strategy == "no"  # so no eval_dataloader ever reached the events
+    (entry,) = sap_entries(run.trainer.state.log_history)
+    assert "sap/accuracy_before" in entry  # α was searched on the Trainer's eval_dataset
 
 
 def test_the_callback_corrects_the_model_in_place(run):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -119,11 +120,14 @@ class SAPCallback(TrainerCallback):
     none is known), so the callback sees exactly the tensors the model was trained on. The evaluation data must be
     labelled like the training data (noisy): a clean test set would leak into the choice of α.
 
-    Logging: bind the Trainer with :meth:`set_trainer` so the metrics go through ``trainer.log`` (then they reach
-    ``state.log_history``, the progress bar and every ``report_to`` integration, like the Trainer's own metrics;
-    the callback also moves ahead of the integrations, some of which close their run in their own
-    ``on_train_end``). Unbound, the callback appends them to ``state.log_history`` (with ``epoch`` and ``step``, as
-    ``Trainer.log`` does) but integrations do not see them.
+    The Trainer: ``callbacks=[SAPCallback(...)]`` is enough. At ``on_train_begin`` the callback binds the Trainer
+    whose event it receives (:meth:`set_trainer` does the same by hand, e.g. for events called outside
+    ``trainer.train()``), so the metrics go through ``trainer.log`` (then they reach ``state.log_history``, the
+    progress bar and every ``report_to`` integration, like the Trainer's own metrics; the callback also moves ahead
+    of the integrations, some of which close their run in their own ``on_train_end``) and the Trainer's
+    ``train_dataset`` and ``eval_dataset`` are used when none was given (its ``eval_dataloader`` only exists once it
+    has evaluated). Unbound (events called by hand), the callback appends the metrics to ``state.log_history``
+    (with ``epoch`` and ``step``, as ``Trainer.log`` does) but integrations do not see them.
 
     The hyperparameters (the arguments) are never changed by a run; what a run produces is kept in
     :attr:`corrector` (the last :class:`~hf_verifix.ProjectionCorrector`, e.g. to ``revert()``) and
@@ -162,11 +166,10 @@ class SAPCallback(TrainerCallback):
         >>> sorted(p.name for p in (Path(args.output_dir) / "sap_correction").iterdir())
         ['correction_config.json', 'correction_report.json']
 
-        With a Trainer (``callback.set_trainer(trainer)`` routes the metrics through ``trainer.log``):
+        With a Trainer (the callback finds it, its datasets and its ``log``):
 
         >>> sap = SAPCallback(CorrectionConfig(n_trusted=1000), alphas=[1e4, 3e4, 1e5])
         >>> trainer = Trainer(model, args, train_dataset=tr, eval_dataset=va, callbacks=[sap])  # doctest: +SKIP
-        >>> _ = sap.set_trainer(trainer)  # doctest: +SKIP
         >>> trainer.train()  # doctest: +SKIP
         >>> trainer.state.log_history[-1]["sap/accuracy_after"]  # doctest: +SKIP
         0.87
@@ -273,12 +276,25 @@ class SAPCallback(TrainerCallback):
             ...
             hf_verifix.errors.LayerError: ...
         """
+        self._bind_calling_trainer()
         model = kwargs.get("model")
         if isinstance(model, nn.Module):
             cfg = self.config
             find_target_layers(model, cfg.target_modules, cfg.exclude_modules, cfg.on_uncorrectable)
             self._check_training_data(model, kwargs)
         return control
+
+    def _bind_calling_trainer(self) -> None:
+        """Bind the Trainer whose event this is, unless one was bound with :meth:`set_trainer`.
+
+        A callback's events carry the model and the dataloaders but not the Trainer, whose ``eval_dataset`` (read
+        only when evaluating) and ``log`` the callback needs: it is the ``transformers.Trainer`` on the call stack
+        that holds this callback.
+        """
+        if self.trainer is None:
+            trainer = _calling_trainer(self)
+            if trainer is not None:
+                self.set_trainer(trainer)
 
     def _check_training_data(self, model: nn.Module, kwargs: Any) -> None:
         """Refuse before training what would make the correction fail after it: unreadable data, too few rows."""
@@ -337,6 +353,7 @@ class SAPCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, folder: str | None, kwargs: Any
     ) -> None:
         """Correct; if that fails, put the trained weights back, save them, and say where in the error."""
+        self._bind_calling_trainer()  # when training began before this callback was added
         try:
             self._correct(args, state, control, folder, kwargs)
         except Exception as err:
@@ -463,6 +480,29 @@ class SAPCallback(TrainerCallback):
         summary["metrics"] = dict(logs)
         atomic_write(target / REPORT_NAME, json.dumps(summary, indent=2) + "\n")
         return target
+
+
+def _calling_trainer(callback: Any) -> Any:
+    """The ``transformers.Trainer`` on the call stack whose callbacks include ``callback`` (None if there is none).
+
+    Example:
+        >>> _calling_trainer(SAPCallback()) is None  # not inside a Trainer's event
+        True
+    """
+    from transformers import Trainer
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, Trainer):
+                callbacks = getattr(getattr(candidate, "callback_handler", None), "callbacks", [])
+                if any(cb is callback for cb in callbacks):
+                    return candidate
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
 
 
 def _add_note(err: BaseException, note: str) -> None:
