@@ -145,6 +145,11 @@ def test_the_callback_binds_its_trainer_without_set_trainer(run):
     assert "sap/accuracy_before" in entry  # α was searched on the Trainer's eval_dataset
 
 
+def test_a_corrected_model_carries_the_library_tags(run):
+    # trainer.push_to_hub() passes model.model_tags to the card it writes (transformers' Trainer.push_to_hub).
+    assert {"hf-verifix", "scaled-activation-projection"} <= set(run.model.model_tags)
+
+
 def test_the_callback_corrects_the_model_in_place(run):
     (entry,) = sap_entries(run.trainer.state.log_history)
     assert entry["sap/corrected"] == 1.0 and entry["sap/alpha"] in ALPHAS

@@ -38,6 +38,7 @@ from ..data.images import Transform
 from ..data.source import as_source
 from ..errors import ConfigError, DataError, VerifixError, describe_value
 from ..models.adapters import save_model
+from ..reporting.model_card import MODEL_TAGS
 from ..results import REPORT_NAME, UNCORRECTED_DIR, CorrectionResult
 from ..statistics.layers import find_target_layers
 from ..utils.distributed import is_main_process
@@ -443,6 +444,8 @@ class SAPCallback(TrainerCallback):
 
         self.history.append(dict(logs))
         self._corrected_at_step = state.global_step
+        if corrected and callable(getattr(model, "add_model_tags", None)):
+            model.add_model_tags(MODEL_TAGS)  # the card trainer.push_to_hub() writes then carries them
         self._log(state, logs)
         if is_main_process() and state.is_world_process_zero:
             self._write(args, state, corrector, result, logs, folder)

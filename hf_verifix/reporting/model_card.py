@@ -29,6 +29,7 @@ from .figures import alpha_curve
 __all__ = [
     "CARD_NAME",
     "FIGURE_CAPTIONS",
+    "MODEL_TAGS",
     "PLOT_NAME",
     "TEMPLATE_NAME",
     "CardInfo",
@@ -38,6 +39,9 @@ __all__ = [
     "shareable_name",
     "write_model_card",
 ]
+
+MODEL_TAGS = ["hf-verifix", "noisy-labels", "label-noise", "scaled-activation-projection"]
+"""The Hub tags of a corrected model: the card's, and those ``SAPCallback`` adds with ``model.add_model_tags``."""
 
 TEMPLATE_NAME = "verifix_model_card.md"
 
@@ -324,7 +328,7 @@ def _card_data(info: CardInfo, applied: float | None) -> Any:
         datasets=[info.dataset] if info.dataset_is_hub and info.dataset else None,
         library_name=info.library_name,
         pipeline_tag="image-classification",
-        tags=["hf-verifix", "noisy-labels", "label-noise", "scaled-activation-projection", "image-classification"],
+        tags=[*MODEL_TAGS, "image-classification"],
         eval_results=_eval_results(info, applied),
     )
 
