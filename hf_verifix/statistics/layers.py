@@ -76,15 +76,34 @@ def _listing(names: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
+_ADAPTER_REASON = (
+    "part of an adapter wrapper ({wrapper}, e.g. a peft LoRA layer): the wrapper's forward adds the adapter's "
+    "output to the base layer's, so what it multiplies is not this weight alone, and a saved adapter would not "
+    "hold the correction. Merge the adapters first (model = model.merge_and_unload()) and correct the merged model"
+)
+
+
+def _is_adapter_wrapper(module: nn.Module) -> bool:
+    """A module that wraps a ``base_layer`` and adds adapter layers' outputs to it (peft's ``BaseTunerLayer``)."""
+    return isinstance(getattr(module, "base_layer", None), nn.Module) and bool(
+        getattr(module, "adapter_layer_names", None)
+    )
+
+
 def _skipped_by_parent(model: nn.Module) -> dict[str, str]:
-    """Layers whose parent computes with their weight directly instead of calling them."""
+    """Layers whose parent computes with their weight directly instead of calling them, or adds to their output."""
     skipped: dict[str, str] = {}
     for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
         if isinstance(module, nn.MultiheadAttention):
-            prefix = f"{name}." if name else ""
             skipped[f"{prefix}out_proj"] = (
                 "nn.MultiheadAttention uses out_proj.weight (and in_proj_weight) directly, never calling the layer"
             )
+        elif _is_adapter_wrapper(module):
+            reason = _ADAPTER_REASON.format(wrapper=type(module).__name__)
+            for inner, _ in module.named_modules():
+                if inner:
+                    skipped[prefix + inner] = reason
     return skipped
 
 
@@ -259,10 +278,22 @@ def find_target_layers(
 
 
 def _refusal(model: nn.Module, uncorrectable: dict[str, str]) -> str:
+    """The refusal's message: the layers grouped by reason (three names each at most), and the fixes."""
     names = list(uncorrectable)
-    listed = "; ".join(f"{n!r}: {r}" for n, r in uncorrectable.items())
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in uncorrectable.items():
+        by_reason.setdefault(reason, []).append(name)
+    listed = "; ".join(
+        ", ".join(map(repr, layers[:3])) + (f" and {len(layers) - 3} more" if len(layers) > 3 else "") + f": {reason}"
+        for reason, layers in by_reason.items()
+    )
+    exclude = (
+        f"adding {[re.escape(n) for n in names]!r} to exclude_modules="
+        if len(names) <= 8
+        else "adding patterns that match them to exclude_modules="
+    )
     return (
         f"refusing to correct {type(model).__name__}: {len(names)} targeted layer(s) cannot be corrected exactly "
-        f"({listed}). Nothing was computed. Leave them out by adding {[re.escape(n) for n in names]!r} to "
-        "exclude_modules=, or pass on_uncorrectable='skip' to correct the other layers and leave these unchanged"
+        f"({listed}). Nothing was computed. Leave them out by {exclude}, or pass on_uncorrectable='skip' to "
+        "correct the other layers and leave these unchanged"
     )
