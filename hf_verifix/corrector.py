@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from ._validation import alpha_candidates, check_materialised, valid_alpha
 from .config import CorrectionConfig, unavailable_device
 from .data.images import Transform
 from .data.source import SampleSource, as_source
-from .errors import ConfigError, InputTypeError, NumericalError, VerifixError
+from .errors import ConfigError, InputTypeError, LoadError, NumericalError, VerifixError
 from .fitting import (
     FittedLayers,
     check_finite_weights,
@@ -37,11 +38,12 @@ from .models.state import WeightState
 from .predictions import predictions_and_labels
 from .projection.batchnorm import batchnorm_buffers, recalibrate_batchnorm
 from .projection.solve import Projection, Spectra
-from .results import REPORT_NAME, AlphaSearchResult, CorrectionResult, Evaluation
+from .results import CONFIG_NAME, REPORT_NAME, AlphaSearchResult, CorrectionResult, Evaluation
 from .selection.base import Selection, TrustedSelector
 from .statistics.layers import find_target_layers
 from .utils.progress import progress_bar
 from .utils.staging import staged_directory
+from .utils.versions import package_versions
 
 __all__ = ["REPORT_NAME", "AlphaSearchResult", "CorrectionResult", "ProjectionCorrector"]
 
@@ -541,14 +543,36 @@ class ProjectionCorrector:
         trusted = trusted_summary(
             self.trusted_indices, self._trusted_labels(), selector, clean_labels, len(self._source or ())
         )
+        trusted["indices"] = self.trusted_indices.tolist()  # with the config: what from_pretrained refits on
         summary = {"config": self.config.to_dict(), "applied_alpha": self.applied_alpha, "trusted": trusted}
         summary.update(layer_summary(fitted, self.timings))
         if self.search_result is not None:
             summary["alpha_search"] = self.search_result.to_dict()
+        summary["versions"] = package_versions()
         return summary
 
+    def applied_config(self) -> CorrectionConfig:
+        """The configuration as applied: ``config`` with ``alpha`` set to the α the model holds (when corrected).
+
+        It is what :meth:`save_pretrained` writes, so a saved ``correction_config.json`` never shows an α other than
+        the one applied (e.g. ``config.alpha`` when a search chose another).
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> data = TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+            >>> c = ProjectionCorrector(torch.nn.Linear(3, 2), n_trusted=4, progress=False).fit(data)
+            >>> c.apply(100.0).weight.shape, c.config.alpha, c.applied_config().alpha
+            (torch.Size([2, 3]), 30000.0, 100.0)
+        """
+        if self.applied_alpha is None:
+            return self.config
+        return dataclasses.replace(self.config, alpha=self.applied_alpha)
+
     def save_pretrained(self, save_directory: str | os.PathLike[str], summary: dict[str, Any] | None = None) -> Path:
-        """Write the corrected model in its native format, ``correction_config.json`` and ``correction_report.json``.
+        """Write the corrected model in its native format, ``correction_config.json`` (the configuration as applied)
+        and ``correction_report.json`` (the α applied, the trusted indices, the layers, the library versions): what
+        :meth:`from_pretrained` needs to reproduce the correction on the original model.
 
         transformers models are saved with their own ``save_pretrained`` (safetensors), timm models with
         ``timm.models.save_for_hf`` (loadable by ``timm.create_model("local-dir:...")``), other modules as
@@ -566,7 +590,70 @@ class ProjectionCorrector:
         self._require_fit()
         with staged_directory(save_directory) as staging:
             save_model(self.model, staging)
-            self.config.save(staging)
+            self.applied_config().save(staging)
             summary = self.report() if summary is None else summary
             (staging / REPORT_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         return Path(save_directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: nn.Module,
+        save_directory: str | os.PathLike[str],
+        train_data: Any,
+        transform: Transform | None = None,
+    ) -> ProjectionCorrector:
+        """Reproduce a saved correction on the *original* (uncorrected) ``model``: refit on the recorded trusted
+        samples of ``train_data`` with the saved configuration, and apply the recorded α.
+
+        The same model, data and library versions give the same weights, bit for bit (the saved report lists the
+        versions it was made with). Like peft's ``PeftModel.from_pretrained(base_model, folder)``, the folder holds
+        what the correction is made of — here its configuration and trusted indices, since SAP's projections come
+        from the data.
+
+        Args:
+            model: The model as it was before the correction.
+            save_directory: A folder written by :meth:`save_pretrained` (or the CLI's ``--output-dir``).
+            train_data: The data the correction was fitted on, in the same order.
+            transform: Preprocessing of a ``datasets.Dataset``'s images (default: the model's own).
+
+        Raises:
+            LoadError: The folder has no saved correction, one saved without trusted indices (before 0.2), or its
+                layers are not the model's.
+
+        Example:
+            >>> import tempfile, torch
+            >>> from torch.utils.data import TensorDataset
+            >>> data = TensorDataset(torch.randn(16, 3), torch.randint(0, 2, (16,)))
+            >>> original = torch.nn.Linear(3, 2)
+            >>> model = torch.nn.Linear(3, 2)
+            >>> model.load_state_dict(original.state_dict())
+            <All keys matched successfully>
+            >>> folder = tempfile.mkdtemp()
+            >>> c = ProjectionCorrector(model, n_trusted=8, progress=False).fit(data)
+            >>> _ = c.apply(100.0); _ = c.save_pretrained(folder)
+            >>> again = ProjectionCorrector.from_pretrained(original, folder, data)
+            >>> again.applied_alpha, torch.equal(original.weight, model.weight)
+            (100.0, True)
+        """
+        folder = Path(save_directory)
+        try:
+            config = CorrectionConfig.load(folder)
+            summary = json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))
+            indices, recorded, alpha = summary["trusted"]["indices"], summary["layers"], summary["applied_alpha"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise LoadError(
+                f"{str(folder)!r} holds no reloadable correction ({type(err).__name__}: {err}); pass a folder written "
+                f"by ProjectionCorrector.save_pretrained (it needs {CONFIG_NAME} and a {REPORT_NAME} with the "
+                "trusted indices, written since hf_verifix 0.2)"
+            ) from err
+        corrector = cls(model, config).fit(train_data, trusted_indices=indices, transform=transform)
+        if sorted(corrector.projections) != sorted(recorded):
+            raise LoadError(
+                f"the saved correction corrected the layers {sorted(recorded)[:5]}... ({len(recorded)}), but this model "
+                f"gives {sorted(corrector.projections)[:5]}... ({len(corrector.projections)}); pass the model the "
+                "correction was made on, in its original (uncorrected) state"
+            )
+        if alpha is not None:
+            corrector.apply(alpha)
+        return corrector

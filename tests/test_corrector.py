@@ -276,3 +276,44 @@ def test_report_gives_trusted_set_precision_and_coverage_with_clean_labels():
     assert trusted["class_coverage"] == (torch.bincount(clean[:4], minlength=3) > 0).float().mean().item()
     with pytest.raises(ValueError, match="one label per fitted sample"):
         corrector.report(clean_labels=clean[:5])
+
+
+# ------------------------------------------------------------------------------------- reloading a correction
+def test_a_saved_correction_reproduces_bit_identically_on_the_original_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = conv_bn_net()
+    original = conv_bn_net()
+    original.load_state_dict(model.state_dict())
+    corrector = ProjectionCorrector(model, n_trusted=20, progress=False, recalibrate_batchnorm=True).fit(dataset())
+    if corrector.search_alpha(dataset(seed=1), alphas=[3.0, 30.0, 3e3]).best_alpha is None:
+        corrector.apply(30.0)  # no α won on this draw: apply one, so there is a correction to reproduce
+    applied = corrector.applied_alpha
+    corrector.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "correction_config.json").read_text())
+    report = json.loads((tmp_path / "correction_report.json").read_text())
+    assert saved["alpha"] == report["applied_alpha"] == applied  # what was applied, not config.alpha
+    assert report["trusted"]["indices"] == corrector.trusted_indices.tolist()
+    assert report["versions"]["hf_verifix"] and torch.__version__.startswith(report["versions"]["torch"])
+    again = ProjectionCorrector.from_pretrained(original, tmp_path, dataset())
+    assert again.applied_alpha == applied and torch.equal(again.trusted_indices, corrector.trusted_indices)
+    for key, value in model.state_dict().items():  # weights and recalibrated BatchNorm statistics
+        assert torch.equal(original.state_dict()[key], value), key
+
+
+def test_from_pretrained_refuses_a_folder_without_a_correction_or_another_model(tmp_path: Path) -> None:
+    from hf_verifix.errors import LoadError
+
+    with pytest.raises(LoadError, match=r"holds no reloadable correction .*save_pretrained"):
+        ProjectionCorrector.from_pretrained(conv_bn_net(), tmp_path, dataset())
+    corrector = ProjectionCorrector(conv_bn_net(), n_trusted=20, progress=False).fit(dataset())
+    corrector.apply(30.0)
+    corrector.save_pretrained(tmp_path / "saved")
+    report = json.loads((tmp_path / "saved" / "correction_report.json").read_text())
+    del report["trusted"]["indices"]  # as written before the indices were recorded
+    (tmp_path / "saved" / "correction_report.json").write_text(json.dumps(report))
+    with pytest.raises(LoadError, match=r"KeyError: 'indices'.*trusted indices"):
+        ProjectionCorrector.from_pretrained(conv_bn_net(), tmp_path / "saved", dataset())
+    corrector.save_pretrained(tmp_path / "again")
+    other = nn.Sequential(nn.Flatten(), nn.Linear(8 * 8, 3))
+    with pytest.raises(LoadError, match=r"pass the model the correction was made on"):
+        ProjectionCorrector.from_pretrained(other, tmp_path / "again", dataset())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
@@ -11,6 +10,7 @@ from typing import Any
 
 from .._version import __version__
 from ..hub import resolve_endpoint, scrub_secrets
+from ..utils.versions import package_version
 from ._options import add_command
 
 __all__ = ["add_parser", "environment_report", "run"]
@@ -50,10 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    return package_version(package) or "not installed"
 
 
 def _cuda() -> str:

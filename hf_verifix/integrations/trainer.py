@@ -477,7 +477,7 @@ class SAPCallback(TrainerCallback):
         target = Path(output_dir) / self.output_subdir
         if folder is not None:
             target = target / folder
-        corrector.config.save(target)
+        corrector.applied_config().save(target)
         summary = dict(result.summary)
         summary["trainer"] = {"event": folder or "train_end", "global_step": state.global_step, "epoch": state.epoch}
         summary["metrics"] = dict(logs)
