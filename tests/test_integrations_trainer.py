@@ -9,6 +9,7 @@ errors, and 2 CPU processes under ``accelerate launch`` against 1 process are co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -179,9 +180,10 @@ def test_logged_accuracies_equal_an_independent_computation(run):
 def test_report_and_config_are_written_next_to_the_trainer_output(run):
     folder = run.output / "sap_correction"
     assert sorted(p.name for p in folder.iterdir()) == ["correction_config.json", "correction_report.json"]
-    assert CorrectionConfig.load(folder) == run.callback.config
     report = json.loads((folder / "correction_report.json").read_text())
     (entry,) = sap_entries(run.trainer.state.log_history)
+    # The configuration as applied: the callback's, with the α the search chose.
+    assert CorrectionConfig.load(folder) == dataclasses.replace(run.callback.config, alpha=entry["sap/alpha"])
     assert report["metrics"] == {k: v for k, v in entry.items() if k.startswith("sap/")}
     assert report["applied_alpha"] == entry["sap/alpha"] == report["alpha_search"]["best_alpha"]
     assert report["alpha_search"]["curve"][str(entry["sap/alpha"])] == entry["sap/accuracy_after"]

@@ -278,22 +278,14 @@ def find_target_layers(
 
 
 def _refusal(model: nn.Module, uncorrectable: dict[str, str]) -> str:
-    """The refusal's message: the layers grouped by reason (three names each at most), and the fixes."""
+    """The refusal's message: every layer, grouped by reason (each reason said once), and the fixes."""
     names = list(uncorrectable)
     by_reason: dict[str, list[str]] = {}
     for name, reason in uncorrectable.items():
         by_reason.setdefault(reason, []).append(name)
-    listed = "; ".join(
-        ", ".join(map(repr, layers[:3])) + (f" and {len(layers) - 3} more" if len(layers) > 3 else "") + f": {reason}"
-        for reason, layers in by_reason.items()
-    )
-    exclude = (
-        f"adding {[re.escape(n) for n in names]!r} to exclude_modules="
-        if len(names) <= 8
-        else "adding patterns that match them to exclude_modules="
-    )
+    listed = "; ".join(f"{', '.join(map(repr, layers))}: {reason}" for reason, layers in by_reason.items())
     return (
         f"refusing to correct {type(model).__name__}: {len(names)} targeted layer(s) cannot be corrected exactly "
-        f"({listed}). Nothing was computed. Leave them out by {exclude}, or pass on_uncorrectable='skip' to "
-        "correct the other layers and leave these unchanged"
+        f"({listed}). Nothing was computed. Leave them out by adding {[re.escape(n) for n in names]!r} to "
+        "exclude_modules=, or pass on_uncorrectable='skip' to correct the other layers and leave these unchanged"
     )
