@@ -159,10 +159,7 @@ def run_streamed(model: nn.Module, data: TensorDataset, trusted: torch.Tensor, o
     corrector = ProjectionCorrector(model, config).fit(data, trusted_indices=trusted)
     corrector.apply(opts.alpha)
     total = time.perf_counter() - start
-    layers = {
-        name: {"rows": corrector.layer_rows[name], "dim": p.dim}
-        for name, p in corrector.projections.items()
-    }
+    layers = {name: {"rows": corrector.layer_rows[name], "dim": p.dim} for name, p in corrector.projections.items()}
     return {"timings_s": dict(corrector.timings), "total_s": total, "layers": layers, "skipped": corrector.skipped}
 
 

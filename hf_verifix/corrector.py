@@ -650,9 +650,9 @@ class ProjectionCorrector:
         corrector = cls(model, config).fit(train_data, trusted_indices=indices, transform=transform)
         if sorted(corrector.projections) != sorted(recorded):
             raise LoadError(
-                f"the saved correction corrected the layers {sorted(recorded)[:5]}... ({len(recorded)}), but this model "
-                f"gives {sorted(corrector.projections)[:5]}... ({len(corrector.projections)}); pass the model the "
-                "correction was made on, in its original (uncorrected) state"
+                f"the saved correction corrected the layers {sorted(recorded)[:5]}... ({len(recorded)}), but this "
+                f"model gives {sorted(corrector.projections)[:5]}... ({len(corrector.projections)}); pass the model "
+                "the correction was made on, in its original (uncorrected) state"
             )
         if alpha is not None:
             corrector.apply(alpha)

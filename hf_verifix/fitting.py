@@ -158,11 +158,12 @@ def fitted_layers(
             continue
         # A weight shared by several layers gets the Gram of every row it multiplies (gram_hooks summed them).
         weight = _weight_of(targets.targets[name])
-        fitted.projections[name] = (
+        projection: Projection = (
             LayerProjection(weight, decompose_on_main(stats.gram, name))
             if solver == "eigh"
             else SolvedProjection(weight, stats.gram)
         )
+        fitted.projections[name] = projection
         fitted.rows[name] = stats.rows
         if tied:
             fitted.tied[name] = list(tied)
@@ -202,12 +203,15 @@ def ready_projections(
     ready: dict[str, Projection] = {}
     for name in progress_bar(list(projections), "decomposing", progress, leave=False):
         projection = projections[name]
-        if isinstance(projection, SolvedProjection) and (
-            projection.has_eigendecomposition or eigh_pays(projection.dim, projection.out, projection.solves + n_alphas)
-        ):
+        if isinstance(projection, SolvedProjection) and _decomposition_pays(projection, n_alphas):
             projection = projection.eigendecomposed(name)
         ready[name] = projection
     return ready
+
+
+def _decomposition_pays(projection: SolvedProjection, n_alphas: int) -> bool:
+    solves = projection.solves + n_alphas  # those made so far count: each apply after a search is one more
+    return projection.has_eigendecomposition or eigh_pays(projection.dim, projection.out, solves)
 
 
 def _weight_of(layer: nn.Module) -> torch.Tensor:

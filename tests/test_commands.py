@@ -308,9 +308,8 @@ def test_the_scale_options_reach_the_configuration_and_bad_values_exit_2(capsys:
     from hf_verifix.commands.cli import build_parser
     from hf_verifix.commands.correct import correction_config
 
-    args = build_parser().parse_args(
-        ["correct", "--model", "m", "--dataset", "d", "--solver", "eigh", "--gram-precision", "float32", "--max-rows-per-layer", "9"]
-    )
+    scale = ["--solver", "eigh", "--gram-precision", "float32", "--max-rows-per-layer", "9"]
+    args = build_parser().parse_args(["correct", "--model", "m", "--dataset", "d", *scale])
     config = correction_config(args)
     assert (config.solver, config.gram_precision, config.max_rows_per_layer) == ("eigh", "float32", 9)
     defaults = correction_config(build_parser().parse_args(["correct", "--model", "m", "--dataset", "d"]))

@@ -28,7 +28,8 @@ def _lora_vit() -> torch.nn.Module:
 
 def _data() -> TensorDataset:
     generator = torch.Generator().manual_seed(0)
-    return TensorDataset(torch.randn(24, 3, 16, 16, generator=generator), torch.randint(0, 3, (24,), generator=generator))
+    images = torch.randn(24, 3, 16, 16, generator=generator)
+    return TensorDataset(images, torch.randint(0, 3, (24,), generator=generator))
 
 
 def _config(**overrides) -> CorrectionConfig:

@@ -444,8 +444,9 @@ class SAPCallback(TrainerCallback):
 
         self.history.append(dict(logs))
         self._corrected_at_step = state.global_step
-        if corrected and callable(getattr(model, "add_model_tags", None)):
-            model.add_model_tags(MODEL_TAGS)  # the card trainer.push_to_hub() writes then carries them
+        add_tags = getattr(model, "add_model_tags", None)
+        if corrected and callable(add_tags):
+            add_tags(MODEL_TAGS)  # the card trainer.push_to_hub() writes then carries them
         self._log(state, logs)
         if is_main_process() and state.is_world_process_zero:
             self._write(args, state, corrector, result, logs, folder)

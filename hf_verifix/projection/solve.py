@@ -53,9 +53,35 @@ class Projection(Protocol):
         'cholesky'
     """
 
-    method: str
-    groups: int
-    dim: int
+    @property
+    def method(self) -> str:
+        """``"cholesky"``, ``"eigh"`` or ``"svd"``: how the weights are computed.
+
+        Example:
+            >>> SolvedProjection(torch.eye(2), torch.eye(2, dtype=torch.float64)[None]).method
+            'cholesky'
+        """
+        ...
+
+    @property
+    def groups(self) -> int:
+        """The number of groups (row spaces) of the layer.
+
+        Example:
+            >>> SolvedProjection(torch.eye(2), torch.eye(2, dtype=torch.float64)[None]).groups
+            1
+        """
+        ...
+
+    @property
+    def dim(self) -> int:
+        """The dimension d of each group's rows.
+
+        Example:
+            >>> SolvedProjection(torch.eye(2), torch.eye(2, dtype=torch.float64)[None]).dim
+            2
+        """
+        ...
 
     def weight(self, alpha: float) -> torch.Tensor:
         """The projected weight for ``alpha``, in the layer's shape and dtype.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -291,7 +291,7 @@ def _mean_over_groups(normalized: torch.Tensor) -> torch.Tensor:
     return normalized.sort(dim=-1, descending=True).values.mean(dim=0)
 
 
-def spectrum(spectra: dict[str, torch.Tensor], layers: list[str], alpha: float, note: str, path: Path) -> Path:
+def spectrum(spectra: Mapping[str, torch.Tensor], layers: list[str], alpha: float, note: str, path: Path) -> Path:
     """Sorted normalised eigenvalues σ̃ of ``layers`` (left) and the importance λ they get for ``alpha`` (right).
 
     Example:

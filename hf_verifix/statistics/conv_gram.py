@@ -26,7 +26,6 @@ import itertools
 from typing import TypeGuard
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .rows import conv_output_size, conv_padding
@@ -86,7 +85,12 @@ def _flat_layout(x: torch.Tensor, layer: nn.Conv2d) -> tuple[torch.Tensor, int, 
 
 
 def _offset_sums(
-    flat: torch.Tensor, width: int, margin: int, shift: tuple[int, int], tops: list[int], lefts: list[int],
+    flat: torch.Tensor,
+    width: int,
+    margin: int,
+    shift: tuple[int, int],
+    tops: list[int],
+    lefts: list[int],
     size: tuple[int, int],
 ) -> dict[tuple[int, int], torch.Tensor]:
     """Σ x[p] x[p + shift]ᵀ over the rectangle [top, top + h) × [left, left + w), for every (top, left) pair.
@@ -97,7 +101,7 @@ def _offset_sums(
     products (a partner past the row's end is the next row's start, or the zero margin) that the run added."""
     (h, w), (dy, dx) = size, shift
     step = dy * width + dx
-    groups, _, n, c = flat.shape
+    groups, c = flat.shape[0], flat.shape[-1]
 
     def run(first_row: int, last_row: int) -> torch.Tensor:
         start = margin + first_row * width

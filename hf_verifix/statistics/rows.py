@@ -186,5 +186,3 @@ def conv_row_chunks(x: torch.Tensor, layer: nn.Conv2d, max_elements: int) -> Ite
             patches = F.unfold(window, (kh, kw), dilation=(dh, dw), stride=(sh, sw))  # (n, C·kh·kw, L)
             n, cols, length = patches.shape
             yield patches.view(n, groups, cols // groups, length).permute(1, 0, 3, 2).reshape(groups, n * length, -1)
-
-
