@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from hf_verifix import CorrectionConfig, ProjectionCorrector
+from hf_verifix import CorrectionConfig, ProjectionCorrector, record_preprocessing
 from hf_verifix.data.fashion_mnist import load_fashion_mnist_arrays
 from hf_verifix.data.mnist import load_mnist_arrays
 from hf_verifix.data.source import as_source
@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     model = timm.create_model(args.model, pretrained=False, in_chans=1, num_classes=10)
+    # Saved with the model: timm's data config then reads the preprocessing of this training, not ImageNet's.
+    mean, std = DATASETS[args.dataset]
+    record_preprocessing(model, (1, 28, 28), (mean,), (std,))
     train(model, train_set, args)
     trained_s = time.perf_counter() - started
 

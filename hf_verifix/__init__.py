@@ -12,6 +12,7 @@ from ._version import __version__ as __version__
 from .config import CorrectionConfig
 from .corrector import ProjectionCorrector
 from .errors import ConfigError, DataError, InputTypeError, LayerError, NumericalError, VerifixError
+from .models.adapters import record_preprocessing
 from .results import AlphaSearchResult, CorrectionResult, Evaluation
 from .selection import get_selector, list_selectors, register_selector
 
@@ -35,6 +36,7 @@ __all__ = [
     "VerifixError",
     "get_selector",
     "list_selectors",
+    "record_preprocessing",
     "register_selector",
 ]
 

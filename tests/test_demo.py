@@ -56,6 +56,23 @@ def test_main_job_trains_corrects_and_writes_a_consistent_model(tmp_path, capsys
         predictions = torch.cat([model.eval()(x).argmax(1) for x in test_set.tensors[0].split(1000)])
     accuracy = (predictions == test_set.tensors[1]).double().mean().item()
     assert accuracy == pytest.approx(summary["test_accuracy_after"], abs=1e-9)
+
+    # Loaded the timm way, preprocessed by timm's own data config from the saved folder: the same accuracy (the
+    # saved pretrained_cfg is the training's 28×28 grey-level normalisation, not ImageNet's 224-px one).
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    native = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    data_config = resolve_data_config(model=native)
+    assert tuple(data_config["input_size"]) == (1, 28, 28) and tuple(data_config["mean"]) == (0.286,)
+    transform = create_transform(**data_config)
+    raw, labels = example.load_arrays(args, "test")
+    inputs = torch.stack([transform(Image.fromarray(image.numpy(), mode="L")) for image in raw])
+    with torch.no_grad():
+        predictions = torch.cat([native(x).argmax(1) for x in inputs.split(1000)])
+    # The transform computes (x/255 − mean)/std like the demo; only float rounding of the ops may differ, so a
+    # prediction may flip only where two logits tie to float32 precision: none is expected on 10,000 images.
+    assert (predictions == labels).double().mean().item() == pytest.approx(summary["test_accuracy_after"], abs=1e-9)
     if summary["best_alpha"] is None:
         assert summary["test_accuracy_after"] == summary["test_accuracy_before"]
 

@@ -430,3 +430,17 @@ def test_plain_module_round_trips_through_safetensors(tmp_path: Path, tiny_image
     load_model(fresh, tmp_path / "model.safetensors")
     assert_same_tensors(fresh.state_dict(), model.state_dict())
     assert_saved_folder(tmp_path, corrector, cfg)
+
+
+def test_record_preprocessing_refuses_other_models_and_a_channel_count_mismatch() -> None:
+    import timm
+
+    from hf_verifix import InputTypeError, record_preprocessing
+    from hf_verifix.errors import ConfigError
+
+    with pytest.raises(InputTypeError, match=r"got a Linear \(plain\).*processor\.save_pretrained"):
+        record_preprocessing(nn.Linear(2, 2), (1, 28, 28), (0.5,), (0.5,))
+    model = timm.create_model("test_resnet", pretrained=False, in_chans=1)
+    with pytest.raises(ConfigError, match=r"one value per input channel \(1, .*got mean=\(0\.5, 0\.5\)"):
+        record_preprocessing(model, (1, 28, 28), (0.5, 0.5), (0.5,))
+    assert model.pretrained_cfg["input_size"] == (3, 160, 160) and "hf_hub_id" in model.pretrained_cfg  # unchanged

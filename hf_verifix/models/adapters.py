@@ -18,7 +18,9 @@ from typing import Literal
 
 from torch import nn
 
-__all__ = ["Family", "class_names", "model_family", "save_model", "usage_code"]
+from ..errors import ConfigError, InputTypeError
+
+__all__ = ["Family", "class_names", "model_family", "record_preprocessing", "save_model", "usage_code"]
 
 Family = Literal["transformers", "timm", "plain"]
 
@@ -63,6 +65,76 @@ def save_model(model: nn.Module, directory: Path) -> None:
         from safetensors.torch import save_model as save_safetensors
 
         save_safetensors(model, str(directory / "model.safetensors"))
+
+
+# pretrained_cfg fields that name where pretrained weights came from: wrong for a model trained on other data.
+_WEIGHTS_IDENTITY = (
+    "url",
+    "hf_hub_id",
+    "hf_hub_filename",
+    "tag",
+    "license",
+    "origin_url",
+    "paper_ids",
+    "paper_name",
+    "notes",
+    "source",
+    "test_input_size",
+    "test_crop_pct",
+)
+
+
+def record_preprocessing(
+    model: nn.Module,
+    input_size: tuple[int, int, int],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    interpolation: str = "bilinear",
+    crop_pct: float = 1.0,
+) -> nn.Module:
+    """Make a timm model's ``pretrained_cfg`` describe the preprocessing it was trained with; return the model.
+
+    ``timm.create_model("resnet18", pretrained=False)`` carries the ImageNet configuration of its default weights
+    (224 px, ImageNet mean and std, their license and paper). A model trained from scratch on other images and saved
+    with it is read back by timm's ``resolve_data_config`` with the wrong preprocessing. This sets the input size,
+    mean, std, interpolation and crop of the training, and drops the fields that name the pretrained weights, so the
+    saved ``config.json`` (``save_pretrained``, the CLI) says what the model needs.
+
+    Raises:
+        InputTypeError: ``model`` is not a timm model (save a transformers model's image processor instead:
+            ``processor.save_pretrained(folder)``).
+        ConfigError: ``mean`` or ``std`` does not have one value per input channel.
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("test_resnet", pretrained=False, in_chans=1)
+        >>> cfg = record_preprocessing(model, (1, 28, 28), (0.286,), (0.353,)).pretrained_cfg
+        >>> cfg["input_size"], cfg["mean"], "hf_hub_id" in cfg
+        ((1, 28, 28), (0.286,), False)
+    """
+    if model_family(model) != "timm":
+        raise InputTypeError(
+            f"record_preprocessing describes a timm model's preprocessing in its pretrained_cfg; got a "
+            f"{type(model).__name__} ({model_family(model)}). For a transformers model, save the image processor it "
+            "was trained with next to it (processor.save_pretrained(folder))"
+        )
+    channels = int(input_size[0])
+    if len(mean) != channels or len(std) != channels:
+        raise ConfigError(
+            f"mean and std need one value per input channel ({channels}, from input_size={tuple(input_size)}), got "
+            f"mean={tuple(mean)} and std={tuple(std)}"
+        )
+    cfg = {k: v for k, v in dict(getattr(model, "pretrained_cfg", None) or {}).items() if k not in _WEIGHTS_IDENTITY}
+    cfg.update(
+        input_size=tuple(int(v) for v in input_size),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        interpolation=interpolation,
+        crop_pct=float(crop_pct),
+        crop_mode="center",
+    )
+    model.pretrained_cfg = cfg  # type: ignore[assignment]
+    return model
 
 
 def class_names(model: nn.Module) -> list[str] | None:
