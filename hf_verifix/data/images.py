@@ -45,12 +45,32 @@ def _transformers_transform(size: int, channels: int) -> Transform:
     )
 
 
-def default_image_transform(model: nn.Module) -> Transform:
-    """Return the evaluation preprocessing of ``model`` for PIL images.
+def _saved_image_processor(model: nn.Module) -> Any:
+    """The image processor saved with a transformers model (read from its ``name_or_path``, local files only; a Hub
+    ID counts when it is in the cache), or None."""
+    source = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
+    if not source:
+        return None
+    try:
+        from transformers import AutoImageProcessor
 
-    timm models use their data config (``timm.data.resolve_model_data_config``); transformers models resize to
-    ``config.image_size`` and normalise with mean = std = 0.5 (ViT's image processor defaults); any other module
-    gets ``ToTensor()``. Pass ``transform=`` (or an ``image_processor``) to ``fit`` to use another.
+        return AutoImageProcessor.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, KeyError, ImportError):  # nothing saved there, or no processor for the type
+        return None
+
+
+def default_image_transform(model: nn.Module) -> Transform:
+    """Return the evaluation preprocessing of ``model`` for PIL images: the model's own.
+
+    timm models use their data config (``timm.data.resolve_model_data_config``), and so do transformers
+    ``TimmWrapper`` models. Other transformers models use the image processor saved with them (read from
+    ``model.name_or_path``, local files only); a ViT without one gets ViT's image processor defaults (resize to
+    ``config.image_size``, mean = std = 0.5). Any other transformers model without a saved processor is refused
+    (its preprocessing cannot be guessed: an HF ResNet or ConvNeXt does not normalise like a ViT), and a plain
+    ``nn.Module`` gets ``ToTensor()``. Pass ``transform=`` (or an image processor) to ``fit`` to use another.
+
+    Raises:
+        DataError: A transformers model other than ViT with no image processor saved with it.
 
     Example:
         >>> import timm
@@ -60,18 +80,33 @@ def default_image_transform(model: nn.Module) -> Transform:
         3
     """
     channels = model_input_channels(model)
-    if model_family(model) == "timm":
+    family = model_family(model)
+    if family == "timm":
         return _timm_transform(model, channels)
+    if family == "plain":
+        from torchvision import transforms
+
+        return transforms.ToTensor()
+    timm_model = getattr(model, "timm_model", None)
+    if isinstance(timm_model, nn.Module):  # transformers' TimmWrapperForImageClassification
+        return _timm_transform(timm_model, channels)
+    processor = _saved_image_processor(model)
+    if processor is not None:
+        return processor  # type: ignore[no-any-return]
     config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
     image_size = getattr(config, "image_size", None)
     if isinstance(image_size, (list, tuple)):
         image_size = image_size[0]
-    if isinstance(image_size, int):
+    if model_type == "vit" and isinstance(image_size, int):
         num_channels: int = channels or int(getattr(config, "num_channels", 3))
         return _transformers_transform(image_size, num_channels)
-    from torchvision import transforms
-
-    return transforms.ToTensor()
+    raise DataError(
+        f"cannot tell how to preprocess images for this {type(model).__name__} (model_type {model_type!r}): no image "
+        f"processor was saved with it (name_or_path {getattr(model, 'name_or_path', '')!r}). Pass its own, e.g. "
+        "transform=AutoImageProcessor.from_pretrained('<its Hub ID or folder>'), or data that already holds "
+        "pixel_values"
+    )
 
 
 def _transformed(output: Any) -> torch.Tensor:
