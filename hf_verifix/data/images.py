@@ -92,7 +92,7 @@ def default_image_transform(model: nn.Module) -> Transform:
         return _timm_transform(timm_model, channels)
     processor = _saved_image_processor(model)
     if processor is not None:
-        return processor  # type: ignore[no-any-return]
+        return processor
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     image_size = getattr(config, "image_size", None)

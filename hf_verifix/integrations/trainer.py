@@ -144,8 +144,9 @@ class SAPCallback(TrainerCallback):
         on_epochs: Also correct after these 1-based epochs (the epoch that ended, ``ceil(state.epoch)``). Training
             then goes on from the corrected weights. The correction at the end of training is skipped when the
             last epoch-end correction happened at the same step (and no best model was loaded since).
-        transform: Preprocessing of a ``datasets.Dataset``'s raw image column (default: the model's own); leave it
-            None for data that already yields ``pixel_values``.
+        transform: Preprocessing of a ``datasets.Dataset``'s raw image column (default: the image processor given
+            to the Trainer as ``processing_class``, else the model's own); leave it None for data that already
+            yields ``pixel_values``.
         output_subdir: Folder inside ``args.output_dir`` for the config and report.
 
     Raises:
@@ -297,6 +298,16 @@ class SAPCallback(TrainerCallback):
             if trainer is not None:
                 self.set_trainer(trainer)
 
+    def _transform(self, kwargs: Any) -> Transform | None:
+        """``transform``, else the image processor the Trainer was given (``processing_class``), else None (the
+        model's own preprocessing)."""
+        if self.transform is not None:
+            return self.transform
+        processor = kwargs.get("processing_class")
+        from transformers.image_processing_utils import BaseImageProcessor
+
+        return processor if isinstance(processor, BaseImageProcessor) else None  # type: ignore[return-value]
+
     def _check_training_data(self, model: nn.Module, kwargs: Any) -> None:
         """Refuse before training what would make the correction fail after it: unreadable data, too few rows."""
         loader = kwargs.get("train_dataloader")
@@ -304,8 +315,9 @@ class SAPCallback(TrainerCallback):
         if data is None:  # a Trainer bound later, or an event called by hand with the data at the end
             return
         cfg = self.config
-        data = readable(data, getattr(loader, "collate_fn", None), cfg.batch_size, "training", self.transform)
-        source = as_source(data, model, cfg.batch_size, cfg.image_column, cfg.label_column, self.transform)
+        transform = self._transform(kwargs)
+        data = readable(data, getattr(loader, "collate_fn", None), cfg.batch_size, "training", transform)
+        source = as_source(data, model, cfg.batch_size, cfg.image_column, cfg.label_column, transform)
         if cfg.n_trusted > len(source):
             raise DataError(
                 f"n_trusted={cfg.n_trusted} is larger than the training data ({len(source)} samples); lower "
@@ -409,9 +421,10 @@ class SAPCallback(TrainerCallback):
                 "(the Trainer does this during trainer.train())"
             )
         eval_data = trainer_data("eval", self.eval_dataset, self.trainer, eval_loader)
-        train_data = readable(train_data, train_collate, config.batch_size, "training", self.transform)
+        transform = self._transform(kwargs)
+        train_data = readable(train_data, train_collate, config.batch_size, "training", transform)
         if eval_data is not None:
-            eval_data = readable(eval_data, eval_collate, config.batch_size, "evaluation", self.transform)
+            eval_data = readable(eval_data, eval_collate, config.batch_size, "evaluation", transform)
 
         started = time.perf_counter()
         if eval_data is None and self.search_alpha:
@@ -427,7 +440,7 @@ class SAPCallback(TrainerCallback):
                 eval_data,
                 alpha=None if self.search_alpha and eval_data is not None else config.alpha,
                 alphas=self.alphas if eval_data is not None else None,
-                transform=self.transform,
+                transform=transform,
             )
         logs: dict[str, float] = {}
         if result.before is not None and result.after is not None:
