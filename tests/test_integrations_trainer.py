@@ -19,6 +19,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from testing_utils import coded_images, finish, pixel_dataset, start_worker, tiny_timm_wrapper, tiny_vit
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
@@ -549,3 +550,28 @@ def test_a_correction_that_fails_after_training_keeps_the_trained_model_and_says
     assert set(saved) == set(trained) - {"calls"}
     for name, tensor in saved.items():
         assert torch.equal(tensor, trained[name]), name
+
+
+def test_raw_images_are_preprocessed_with_the_trainers_image_processor(tmp_path):
+    from transformers import ViTImageProcessor
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(36, 20, 20, 3), dtype=np.uint8)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=3)})
+    raw = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(p) for p in pixels], "label": [i % 3 for i in range(36)]}, features=features
+    )
+    processor = ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.2] * 3, image_std=[0.3] * 3)
+    weights = {}
+    for name, processing_class in (("processor", processor), ("default", None)):
+        model = tiny_vit()
+        callback = SAPCallback(config(n_trusted=12, alpha=50.0), train_dataset=raw, search_alpha=False)
+        state = TrainerState(global_step=1, epoch=1.0)
+        callback.on_train_end(
+            training_args(tmp_path / name), state, TrainerControl(), model=model, processing_class=processing_class
+        )
+        weights[name] = model.classifier.weight.detach().clone()
+    expected = tiny_vit()
+    ProjectionCorrector(expected, config(n_trusted=12)).fit(raw, transform=processor).apply(alpha=50.0)
+    assert torch.equal(weights["processor"], expected.classifier.weight)  # read through the Trainer's processor
+    assert not torch.equal(weights["default"], weights["processor"])  # ViT's 0.5/0.5 defaults give another one
