@@ -167,3 +167,18 @@ def test_float32_products_stay_within_their_rounding_bound() -> None:
     structured = LayerGram.empty(1, 27, precision=torch.float32)
     structured.add_conv(x, layer)  # a 9×8 output: the structured path, in float32
     _assert_within_structured_bound(structured.gram, x.double(), layer, u=u32 + U)
+
+
+def test_the_structured_path_takes_a_bounded_number_of_images_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer = nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(5, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    seen: list[int] = []
+    original = gram_module.conv_gram
+    monkeypatch.setattr(
+        gram_module, "conv_gram", lambda images, conv: seen.append(len(images)) or original(images, conv)
+    )
+    monkeypatch.setattr(gram_module, "_CHUNK_ELEMENTS", 2 * 3 * 8 * 8)  # two images' values
+    chunked = LayerGram.empty(1, 27)
+    chunked.add_conv(x, layer)
+    assert seen == [2, 2, 1] and chunked.rows == 5 * 64
+    _assert_within_structured_bound(chunked.gram, x, layer)

@@ -128,7 +128,10 @@ class LayerGram:
             self.rows += x.shape[0] * kept.numel()
             return
         if has_structured_gram(layer) and structured_gram_pays(layer, out_h, out_w):
-            self.gram += conv_gram(x.to(self.gram.device, self.precision), layer).to(torch.float64)
+            step = max(1, _CHUNK_ELEMENTS // max(1, x[0].numel()))  # whole images, about one chunk of values each
+            for first in range(0, x.shape[0], step):
+                images = x[first : first + step].to(self.gram.device, self.precision)
+                self.gram += conv_gram(images, layer).to(torch.float64)
         else:
             for chunk in conv_row_chunks(x, layer, _CHUNK_ELEMENTS):
                 self._add_product(chunk)
