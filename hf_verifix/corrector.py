@@ -618,8 +618,8 @@ class ProjectionCorrector:
             transform: Preprocessing of a ``datasets.Dataset``'s images (default: the model's own).
 
         Raises:
-            LoadError: The folder has no saved correction, one saved without trusted indices (before 0.2), or its
-                layers are not the model's.
+            LoadError: The folder has no saved correction, one saved without trusted indices (by an earlier
+                release), or its layers are not the model's.
 
         Example:
             >>> import tempfile, torch
@@ -645,7 +645,7 @@ class ProjectionCorrector:
             raise LoadError(
                 f"{str(folder)!r} holds no reloadable correction ({type(err).__name__}: {err}); pass a folder written "
                 f"by ProjectionCorrector.save_pretrained (it needs {CONFIG_NAME} and a {REPORT_NAME} with the "
-                "trusted indices, written since hf_verifix 0.2)"
+                "trusted indices; earlier releases did not record them: correct again to save one)"
             ) from err
         corrector = cls(model, config).fit(train_data, trusted_indices=indices, transform=transform)
         if sorted(corrector.projections) != sorted(recorded):
