@@ -320,3 +320,21 @@ def test_the_scale_options_reach_the_configuration_and_bad_values_exit_2(capsys:
         except SystemExit as exited:  # argparse's own refusals exit; the library's are returned as usage errors
             code = exited.code
         assert code == 2 and bad[0] in capsys.readouterr().err
+
+
+def test_input_size_sets_a_timm_models_preprocessing_and_is_saved_with_it(work, tmp_path, capsys):
+    output = tmp_path / "resnet-24px"
+    argv = [
+        "correct", "--model", str(work["timm"]), *_data_args(work), "--alpha", "10", "--n-trusted", "6",
+        "--input-size", "24", "--output-dir", str(output), "--no-report",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    saved = json.loads((output / "config.json").read_text())["pretrained_cfg"]
+    assert saved["input_size"] == [3, 24, 24]  # the folder's own config said 32
+    report = json.loads((output / "correction_report.json").read_text())
+    stem = next(iter(report["layers"]))
+    assert report["layers"][stem]["rows"] == 6 * 12 * 12  # the stride-2 stem saw 24-px images (16 × 16 at 32 px)
+    vit = ["correct", "--model", str(work["vit"]), *_data_args(work), "--alpha", "10", "--input-size", "24"]
+    assert main([*vit, "--output-dir", str(tmp_path / "vit")]) == 2
+    assert "--input-size applies to timm models" in capsys.readouterr().err

@@ -44,6 +44,7 @@ __all__ = [
     "say",
     "source_of",
     "warn",
+    "with_input_size",
     "writable_path",
 ]
 
@@ -267,7 +268,37 @@ def load_model_of(args: argparse.Namespace) -> LoadedModel:
         trust_remote_code=args.trust_remote_code,
         cache_dir=args.cache_dir,
     )
+    if getattr(args, "input_size", None):
+        with_input_size(loaded, args.input_size)
     loaded.model.to(default_device(args.device))
+    return loaded
+
+
+def with_input_size(loaded: LoadedModel, size: int) -> LoadedModel:
+    """Set a timm model's data-config input size to ``size`` × ``size`` (``--input-size``); the rest of its
+    preprocessing (mean, std, crop, interpolation) and the pretrained weights' identity are kept.
+
+    Example:
+        >>> import timm
+        >>> from pathlib import Path
+        >>> model = timm.create_model("test_resnet", pretrained=False)
+        >>> loaded = with_input_size(LoadedModel(model, "timm", "test_resnet", Path(".")), 32)
+        >>> loaded.model.pretrained_cfg["input_size"]
+        (3, 32, 32)
+    """
+    if loaded.library != "timm":
+        raise UsageError(
+            f"--input-size applies to timm models; {loaded.source!r} is a {loaded.library} model, whose image "
+            "processor sets its size: drop --input-size, or save the processor the model was trained with next to it"
+        )
+    import timm.data
+
+    config = timm.data.resolve_model_data_config(loaded.model)
+    channels = int(config["input_size"][0])
+    cfg = dict(getattr(loaded.model, "pretrained_cfg", None) or {})
+    cfg.update(input_size=(channels, size, size))
+    cfg.pop("test_input_size", None)
+    loaded.model.pretrained_cfg = cfg  # type: ignore[assignment]
     return loaded
 
 

@@ -209,6 +209,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--cache-dir", help="Hugging Face cache folder (default: HF_HUB_CACHE / HF_HOME)")
     group.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    group.add_argument(
+        "--input-size",
+        type=positive_int,
+        metavar="PIXELS",
+        help="timm models: the square input size the model was trained at, when its saved data config says "
+        "otherwise (e.g. 32 for a CIFAR model saved with ImageNet's 224); written into the corrected model's config",
+    )
 
 
 def _add_noisy_label_options(group: Any) -> None:
