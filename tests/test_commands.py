@@ -338,3 +338,23 @@ def test_input_size_sets_a_timm_models_preprocessing_and_is_saved_with_it(work, 
     vit = ["correct", "--model", str(work["vit"]), *_data_args(work), "--alpha", "10", "--input-size", "24"]
     assert main([*vit, "--output-dir", str(tmp_path / "vit")]) == 2
     assert "--input-size applies to timm models" in capsys.readouterr().err
+
+
+def test_the_card_carries_the_base_models_license_and_the_framework_versions(work, tmp_path, capsys):
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    base = tmp_path / "licensed-vit"
+    shutil.copytree(work["vit"], base)
+    (base / "README.md").write_text("---\nlicense: mit\n---\n# a ViT\n", encoding="utf-8")
+    output = tmp_path / "licensed-vit-sap"
+    common = [*_data_args(work), "--alpha", "10", "--n-trusted", "6"]
+    assert main(["correct", "--model", str(base), *common, "--output-dir", str(output)]) == 0
+    capsys.readouterr()
+    card = ModelCard.load(output / "README.md")
+    assert card.data.license == "mit"  # carried over from the base model's card
+    assert "## Framework versions" in card.text and f"- torch {version('torch')}" in card.text
+    unlicensed = tmp_path / "unlicensed-sap"
+    assert main(["correct", "--model", str(work["vit"]), *common, "--output-dir", str(unlicensed)]) == 0
+    assert ModelCard.load(unlicensed / "README.md").data.license is None  # never invented

@@ -25,7 +25,7 @@ from ..reporting.model_card import CardInfo, shareable_name
 from ..results import format_alpha
 from ._options import PROG
 
-__all__ = ["card_info", "class_names_of", "default_output_dir", "reproduce_command"]
+__all__ = ["base_license", "card_info", "class_names_of", "default_output_dir", "reproduce_command"]
 
 
 def default_output_dir(model: str) -> Path:
@@ -96,7 +96,31 @@ def card_info(
         noisy_labels=_noisy_labels_text(args),
         command=reproduce_command(args, loaded, train, alphas),
         repo_id=args.push_to_hub,
+        license=base_license(loaded),
     )
+
+
+def base_license(loaded: LoadedModel) -> str | None:
+    """The base model's license: its model card's ``license`` metadata, else (for a model from the Hub) a timm
+    model's ``pretrained_cfg`` license. A local timm folder's ``pretrained_cfg`` license is not used: a model trained
+    from scratch keeps the license of the default pretrained weights there, which are not its weights.
+
+    Example:
+        >>> base_license(LoadedModel(None, "timm", "x", Path("/nonexistent")))  # no card, no model config
+    """
+    card = Path(loaded.path) / "README.md" if Path(loaded.path).is_dir() else None
+    if card is not None and card.is_file():
+        from huggingface_hub import ModelCard
+
+        try:
+            license_id = ModelCard.load(card).data.license
+        except Exception:  # an unreadable card is no reason to fail the correction; the license is then unknown
+            license_id = None
+        if isinstance(license_id, str) and license_id:
+            return license_id
+    cfg = getattr(loaded.model, "pretrained_cfg", None) if loaded.repo_id is not None else None
+    found = cfg.get("license") if isinstance(cfg, dict) else None
+    return found if isinstance(found, str) and found else None
 
 
 def _local(path: str) -> str:

@@ -84,6 +84,8 @@ class CardInfo:
         accuracy_after: Accuracy of the corrected model on ``eval_split``.
         command: The shell command that reproduces the correction.
         repo_id: The Hub repo the corrected model goes to (for the usage snippet).
+        license: The base model's license (an SPDX-style Hub license ID such as ``"apache-2.0"``), carried over: a
+            correction does not change the terms the weights come with.
 
     Example:
         >>> CardInfo(model_name="vit-sap", accuracy_before=0.8, accuracy_after=0.85).has_scores
@@ -106,6 +108,7 @@ class CardInfo:
     accuracy_after: float | None = None
     command: str | None = None
     repo_id: str | None = None
+    license: str | None = None
 
     @property
     def has_scores(self) -> bool:
@@ -327,6 +330,7 @@ def _card_data(info: CardInfo, applied: float | None) -> Any:
         base_model=info.base_model if info.base_model_is_hub else None,
         datasets=[info.dataset] if info.dataset_is_hub and info.dataset else None,
         library_name=info.library_name,
+        license=info.license,
         pipeline_tag="image-classification",
         tags=[*MODEL_TAGS, "image-classification"],
         eval_results=_eval_results(info, applied),
@@ -408,6 +412,7 @@ def _template_fields(report: Mapping[str, Any], info: CardInfo) -> dict[str, Any
         "layers_shared": {n: v["shared_with"] for n, v in layers.items() if v.get("shared_with")},
         "usage_code": usage_code(info.library_name, info.repo_id),
         "command": info.command,
+        "framework_rows": sorted(report.get("versions", {}).items()),
     }
 
 
