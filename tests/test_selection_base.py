@@ -118,3 +118,20 @@ def test_every_selector_refuses_an_n_trusted_that_is_not_a_positive_integer(name
 def test_selectors_reject_bad_options(name: str, kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         get_selector(name, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["loss", "random", "confident"])
+def test_a_selector_takes_plain_data_like_cleanlabs_functions(name: str) -> None:
+    import datasets as hf_datasets
+
+    from hf_verifix.data.source import SampleSource
+    from hf_verifix.selection import get_selector
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 4, generator=generator), torch.arange(30) % 3
+    model = torch.nn.Linear(4, 3)
+    expected = get_selector(name).select(model, SampleSource(TensorDataset(x, y)), 9, per_class=True)
+    table = hf_datasets.Dataset.from_dict({"pixel_values": x.numpy(), "labels": y.numpy()}).with_format("torch")
+    for plain in (TensorDataset(x, y), table):
+        got = get_selector(name).select(model, plain, 9, per_class=True)
+        assert torch.equal(got.indices, expected.indices), type(plain).__name__

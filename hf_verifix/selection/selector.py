@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
 
-from ..data.source import SampleSource
+from ..data.source import SampleSource, as_source
 from ._validation import check_labels
 from .base import Selection, checked_n_trusted, lowest_scores
 
@@ -70,7 +70,7 @@ class ScoringSelector(ABC, Generic[ScoredT]):
     def select(
         self,
         model: nn.Module,
-        source: SampleSource,
+        source: SampleSource | Any,
         n_trusted: int,
         per_class: bool = False,
         seed: int = 0,
@@ -78,7 +78,9 @@ class ScoringSelector(ABC, Generic[ScoredT]):
     ) -> Selection:
         """Score every sample and return the ``n_trusted`` most trusted (``per_class``: as many of each label).
 
-        ``seed`` and ``progress`` are passed to :meth:`score`.
+        ``source`` is any data ``ProjectionCorrector.fit`` accepts (a ``datasets.Dataset``, a torch ``Dataset`` of
+        ``(input, label)``, a ``DataLoader(shuffle=False)``) or a ``SampleSource``; like cleanlab's functions, a
+        selector needs nothing else. ``seed`` and ``progress`` are passed to :meth:`score`.
 
         Raises:
             DataError: ``n_trusted`` not an integer in ``[1, len(source)]``, labels that are not class ids with
@@ -87,10 +89,12 @@ class ScoringSelector(ABC, Generic[ScoredT]):
         Example:
             >>> from torch.utils.data import TensorDataset
             >>> from hf_verifix.selection import LossSelector
-            >>> source = SampleSource(TensorDataset(torch.randn(6, 3), torch.tensor([0, 1] * 3)))
-            >>> LossSelector().select(nn.Linear(3, 2), source, 2, per_class=True).class_counts(2).tolist()
+            >>> data = TensorDataset(torch.randn(6, 3), torch.tensor([0, 1] * 3))
+            >>> LossSelector().select(nn.Linear(3, 2), data, 2, per_class=True).class_counts(2).tolist()
             [1, 1]
         """
+        if not isinstance(source, SampleSource):
+            source = as_source(source, model)
         n_trusted = self.check_n_trusted(n_trusted, source)
         scored = self.score(model, source, seed=seed, progress=progress)
         check_labels(scored.labels, per_class, scored.num_classes)
