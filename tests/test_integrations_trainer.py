@@ -147,6 +147,18 @@ def test_the_callback_binds_its_trainer_without_set_trainer(run):
     assert "sap/accuracy_before" in entry  # α was searched on the Trainer's eval_dataset
 
 
+def test_the_trainers_model_card_reports_the_correction(run):
+    run.trainer.create_model_card(model_name="tiny-vit-sap")
+    card = (Path(run.trainer.args.output_dir) / "README.md").read_text(encoding="utf-8")
+    (entry,) = sap_entries(run.trainer.state.log_history)
+    assert "## Label-noise correction (hf_verifix)" in card
+    assert f"| before the correction | {entry['sap/accuracy_before']:.2%} |" in card
+    assert f"| after the correction | {entry['sap/accuracy_after']:.2%} |" in card
+    assert "model-index" in card  # the Trainer's own card, with the section added
+    run.trainer.create_model_card(model_name="tiny-vit-sap")  # again: the section once, not twice
+    assert (Path(run.trainer.args.output_dir) / "README.md").read_text().count("Label-noise correction") == 1
+
+
 def test_a_corrected_model_carries_the_library_tags(run):
     # trainer.push_to_hub() passes model.model_tags to the card it writes (transformers' Trainer.push_to_hub).
     assert {"hf-verifix", "scaled-activation-projection"} <= set(run.model.model_tags)

@@ -39,13 +39,13 @@ from ..data.source import as_source
 from ..errors import ConfigError, DataError, VerifixError, describe_value
 from ..models.adapters import save_model
 from ..reporting.model_card import MODEL_TAGS
-from ..results import REPORT_NAME, UNCORRECTED_DIR, CorrectionResult
+from ..results import REPORT_NAME, UNCORRECTED_DIR, CorrectionResult, format_alpha
 from ..statistics.layers import find_target_layers
 from ..utils.distributed import is_main_process
 from ..utils.staging import atomic_write, staged_directory
 from .trainer_data import readable, reject_unindexable, trainer_data
 
-__all__ = ["LOG_PREFIX", "SAPCallback"]
+__all__ = ["LOG_PREFIX", "SAPCallback", "card_section"]
 
 LOG_PREFIX = "sap/"
 """Prefix of every metric :class:`SAPCallback` logs (``sap/accuracy_before``, ``sap/alpha``, ...).
@@ -251,6 +251,7 @@ class SAPCallback(TrainerCallback):
                 f"{describe_value(trainer)}"
             )
         self.trainer = trainer
+        _add_card_section(trainer, self)
         callbacks = getattr(getattr(trainer, "callback_handler", None), "callbacks", None)
         if before_integrations and isinstance(callbacks, list) and any(cb is self for cb in callbacks):
             mine = next(i for i, cb in enumerate(callbacks) if cb is self)
@@ -497,6 +498,64 @@ class SAPCallback(TrainerCallback):
         summary["metrics"] = dict(logs)
         atomic_write(target / REPORT_NAME, json.dumps(summary, indent=2) + "\n")
         return target
+
+
+def card_section(history: list[dict[str, float]]) -> str:
+    """The model-card section that reports the last correction of ``history`` (``SAPCallback.history``).
+
+    Example:
+        >>> print(card_section([{"sap/alpha": 100.0, "sap/corrected": 1.0, "sap/trusted": 30, "sap/layers": 14,
+        ...                      "sap/accuracy_before": 0.6, "sap/accuracy_after": 0.7}]).splitlines()[0])
+        ## Label-noise correction (hf_verifix)
+    """
+    from .._version import __version__
+
+    logs = history[-1]
+    if logs.get(LOG_PREFIX + "corrected"):
+        what = (
+            f"After training, the weights were corrected by Scaled Activation Projection (hf_verifix {__version__}) "
+            f"with α = {format_alpha(float(logs[LOG_PREFIX + 'alpha']))}, from {int(logs[LOG_PREFIX + 'trusted'])} "
+            f"trusted training samples, in {int(logs[LOG_PREFIX + 'layers'])} layers."
+        )
+    else:
+        what = (
+            f"After training, Scaled Activation Projection (hf_verifix {__version__}) was tried: no α beat the "
+            "trained model on the evaluation data, so its weights were kept."
+        )
+    lines = ["## Label-noise correction (hf_verifix)", "", what]
+    if LOG_PREFIX + "accuracy_before" in logs:
+        before, after = logs[LOG_PREFIX + "accuracy_before"], logs[LOG_PREFIX + "accuracy_after"]
+        lines += [
+            "",
+            "| evaluation data (labelled like the training data) | accuracy |",
+            "|---|---|",
+            f"| before the correction | {before:.2%} |",
+            f"| after the correction | {after:.2%} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _add_card_section(trainer: Any, callback: SAPCallback) -> None:
+    """Make ``trainer.create_model_card()`` (which ``trainer.push_to_hub()`` calls) append :func:`card_section`.
+
+    The Trainer has no event between writing its card and pushing it, so its bound method is wrapped, once, on this
+    Trainer only; with no correction yet, the card is the Trainer's own.
+    """
+    create = getattr(trainer, "create_model_card", None)
+    if not callable(create) or getattr(create, "_hf_verifix_section", False):
+        return
+
+    def create_model_card(*args: Any, **kwargs: Any) -> Any:
+        result = create(*args, **kwargs)
+        output_dir = getattr(getattr(trainer, "args", None), "output_dir", None)
+        card = Path(output_dir) / "README.md" if output_dir else None
+        if callback.history and card is not None and card.is_file() and is_main_process():
+            text = card.read_text(encoding="utf-8").rstrip("\n")
+            atomic_write(card, text + "\n\n" + card_section(callback.history))
+        return result
+
+    create_model_card._hf_verifix_section = True  # type: ignore[attr-defined]
+    trainer.create_model_card = create_model_card
 
 
 def _calling_trainer(callback: Any) -> Any:
