@@ -32,7 +32,7 @@ from .fitting import (
     trusted_set,
     trusted_summary,
 )
-from .models.adapters import save_model
+from .models.adapters import check_image_model, save_model
 from .models.forward import model_device
 from .models.state import WeightState
 from .predictions import predictions_and_labels
@@ -170,6 +170,7 @@ class ProjectionCorrector:
                 "computed"
             )
         # Before reading any data: a model with layers that cannot be corrected is refused with nothing computed.
+        check_image_model(self.model)
         targets = find_target_layers(self.model, cfg.target_modules, cfg.exclude_modules, cfg.on_uncorrectable)
         self.skipped = dict(targets.skipped)
         check_finite_weights(targets.targets)

@@ -444,3 +444,30 @@ def test_record_preprocessing_refuses_other_models_and_a_channel_count_mismatch(
     with pytest.raises(ConfigError, match=r"one value per input channel \(1, .*got mean=\(0\.5, 0\.5\)"):
         record_preprocessing(model, (1, 28, 28), (0.5, 0.5), (0.5,))
     assert model.pretrained_cfg["input_size"] == (3, 160, 160) and "hf_hub_id" in model.pretrained_cfg  # unchanged
+
+
+def test_a_text_classifier_is_refused_before_any_data_is_read(tmp_path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification, TrainerControl, TrainerState, TrainingArguments
+
+    from hf_verifix import InputTypeError, ProjectionCorrector, SAPCallback
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=2
+    )
+    model = BertForSequenceClassification(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    class Unread(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, index: int):
+            raise AssertionError("no data may be read")
+
+    with pytest.raises(InputTypeError, match=r"takes 'input_ids', not images.*Text classifiers are not supported"):
+        ProjectionCorrector(model, n_trusted=4, progress=False).fit(Unread())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    with pytest.raises(InputTypeError, match="input_ids"):  # before the first training step
+        SAPCallback().on_train_begin(args, TrainerState(), TrainerControl(), model=model)

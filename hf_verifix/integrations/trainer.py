@@ -37,7 +37,7 @@ from ..corrector import ProjectionCorrector
 from ..data.images import Transform
 from ..data.source import as_source
 from ..errors import ConfigError, DataError, VerifixError, describe_value
-from ..models.adapters import save_model
+from ..models.adapters import check_image_model, save_model
 from ..reporting.model_card import MODEL_TAGS
 from ..results import REPORT_NAME, UNCORRECTED_DIR, CorrectionResult, format_alpha
 from ..statistics.layers import find_target_layers
@@ -283,6 +283,7 @@ class SAPCallback(TrainerCallback):
         model = kwargs.get("model")
         if isinstance(model, nn.Module):
             cfg = self.config
+            check_image_model(model)
             find_target_layers(model, cfg.target_modules, cfg.exclude_modules, cfg.on_uncorrectable)
             self._check_training_data(model, kwargs)
         return control

@@ -20,7 +20,15 @@ from torch import nn
 
 from ..errors import ConfigError, InputTypeError
 
-__all__ = ["Family", "class_names", "model_family", "record_preprocessing", "save_model", "usage_code"]
+__all__ = [
+    "Family",
+    "check_image_model",
+    "class_names",
+    "model_family",
+    "record_preprocessing",
+    "save_model",
+    "usage_code",
+]
 
 Family = Literal["transformers", "timm", "plain"]
 
@@ -39,6 +47,26 @@ def model_family(model: nn.Module) -> Family:
     if getattr(model, "pretrained_cfg", None) is not None or type(model).__module__.startswith("timm."):
         return "timm"
     return "plain"
+
+
+def check_image_model(model: nn.Module) -> None:
+    """Refuse a model that does not take images: a transformers model whose ``main_input_name`` is not
+    ``pixel_values`` (a text classifier takes ``input_ids`` and an ``attention_mask`` that SAP's rows would have to
+    honour — padding must never enter a Gram — which hf_verifix does not do yet).
+
+    Raises:
+        InputTypeError: The model takes another input (naming it, and what is supported).
+
+    Example:
+        >>> check_image_model(nn.Linear(2, 2))  # plain modules: their input is whatever they are given
+    """
+    main_input = getattr(model, "main_input_name", None)
+    if model_family(model) == "transformers" and isinstance(main_input, str) and main_input != "pixel_values":
+        raise InputTypeError(
+            f"{type(model).__name__} takes {main_input!r}, not images: hf_verifix corrects image classifiers "
+            "(transformers models that take pixel_values, timm models, plain modules). Text classifiers are not "
+            "supported yet: their token rows would have to be taken under the attention mask. Nothing was computed"
+        )
 
 
 def save_model(model: nn.Module, directory: Path) -> None:
