@@ -358,3 +358,20 @@ def test_the_card_carries_the_base_models_license_and_the_framework_versions(wor
     unlicensed = tmp_path / "unlicensed-sap"
     assert main(["correct", "--model", str(work["vit"]), *common, "--output-dir", str(unlicensed)]) == 0
     assert ModelCard.load(unlicensed / "README.md").data.license is None  # never invented
+
+
+def test_a_dataset_revision_is_passed_on_and_recorded_in_the_card_and_the_command() -> None:
+    from hf_verifix.commands._card import card_info, reproduce_command
+    from hf_verifix.commands.cli import build_parser
+    from hf_verifix.hub import LoadedData, LoadedModel
+    from hf_verifix.reporting.model_card import render_model_card
+
+    data = ["--dataset", "org/images", "--dataset-revision", "v1.2"]
+    args = build_parser().parse_args(["correct", "--model", "org/vit", *data, "--output-dir", "o"])
+    loaded = LoadedModel(None, "transformers", "org/vit", Path("."), repo_id="org/vit")
+    train = LoadedData(None, "image", "label", source="org/images", is_hub=True, split="train")
+    info = card_info(args, loaded, train, None, None)
+    assert info.dataset_revision == "v1.2"
+    assert "--dataset-revision v1.2" in reproduce_command(args, loaded, train, None)
+    card = render_model_card({"applied_alpha": 10.0, "config": {}, "layers": {}}, info)
+    assert "| dataset revision | `v1.2` |" in str(card)

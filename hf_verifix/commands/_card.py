@@ -97,6 +97,7 @@ def card_info(
         command=reproduce_command(args, loaded, train, alphas),
         repo_id=args.push_to_hub,
         license=base_license(loaded),
+        dataset_revision=getattr(args, "dataset_revision", None),
     )
 
 
@@ -137,6 +138,8 @@ def _model_and_data_flags(args: argparse.Namespace, loaded: LoadedModel, train: 
     if args.trust_remote_code:
         parts.append("--trust-remote-code")
     parts += ["--dataset", shareable_name(args.dataset, train.is_hub, "./data"), "--split", args.split]
+    if getattr(args, "dataset_revision", None):
+        parts += ["--dataset-revision", args.dataset_revision]
     if args.eval_split:
         parts += ["--eval-split", args.eval_split]
     if args.eval_noisy_labels:

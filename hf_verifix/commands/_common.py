@@ -326,6 +326,7 @@ def load_split(args: argparse.Namespace, split: str, training: bool) -> LoadedDa
         limit=args.limit,
         seed=args.seed,
         cache_dir=args.dataset_cache_dir,
+        revision=getattr(args, "dataset_revision", None),
     )
 
 

@@ -250,6 +250,7 @@ def add_data_options(parser: argparse.ArgumentParser, split_default: str, noisy:
     group.add_argument("--align-labels", action="store_true", help=align)
     if noisy:
         _add_noisy_label_options(group)
+    group.add_argument("--dataset-revision", help="branch, tag or commit of a Hub dataset (recorded in the card)")
     group.add_argument("--dataset-cache-dir", help="datasets cache folder (default: HF_DATASETS_CACHE)")
     group.add_argument("--limit", type=positive_int, help="use at most N rows of each split (a seeded random subset)")
     group.add_argument("--batch-size", type=positive_int, default=64, help="batch size of every pass (default: 64)")

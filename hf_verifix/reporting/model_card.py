@@ -84,6 +84,7 @@ class CardInfo:
         accuracy_after: Accuracy of the corrected model on ``eval_split``.
         command: The shell command that reproduces the correction.
         repo_id: The Hub repo the corrected model goes to (for the usage snippet).
+        dataset_revision: The branch, tag or commit of a Hub dataset, when one was asked for.
         license: The base model's license (an SPDX-style Hub license ID such as ``"apache-2.0"``), carried over: a
             correction does not change the terms the weights come with.
 
@@ -109,6 +110,7 @@ class CardInfo:
     command: str | None = None
     repo_id: str | None = None
     license: str | None = None
+    dataset_revision: str | None = None
 
     @property
     def has_scores(self) -> bool:
@@ -245,6 +247,8 @@ def _settings_rows(config: dict[str, Any], report: dict[str, Any], info: CardInf
     ]
     if info.train_split:
         rows.append(("trusted set drawn from", f"split `{info.train_split}`"))
+    if info.dataset_revision:
+        rows.append(("dataset revision", f"`{info.dataset_revision}`"))
     if info.noisy_labels:
         rows.append(("training labels", info.noisy_labels))
     return rows
@@ -359,7 +363,9 @@ def _provenance_fields(info: CardInfo) -> dict[str, Any]:
         )
     return {
         "base_model_text": base_text,
-        "eval_text": f"`{dataset}`" + (f", split `{info.eval_split}`" if info.eval_split else ""),
+        "eval_text": f"`{dataset}`"
+        + (f" (revision `{info.dataset_revision}`)" if info.dataset_revision else "")
+        + (f", split `{info.eval_split}`" if info.eval_split else ""),
         "label_note": label_note,
     }
 
