@@ -55,3 +55,25 @@ def test_load_data_splits_limits_and_noisy_labels(work, tmp_path):
     assert load_data(saved, "train[-4:]").num_rows == 4
     with pytest.raises(DataError, match=r"its splits are \['test', 'train'\]"):
         load_data(saved, "validation")
+
+
+def test_splits_of_saved_datasets_are_read_like_datasets_reads_them(tmp_path):
+    import datasets
+
+    folder = tmp_path / "saved"
+    parts = {
+        name: {"image": [[float(i), 1.0]] * n, "label": list(range(n))}
+        for name, n, i in [("train", 20, 0), ("validation", 6, 1)]
+    }
+    datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in parts.items()}).save_to_disk(folder)
+    joined = load_data(folder, "train[:25%]+validation[-2:]").dataset
+    assert joined["label"] == [0, 1, 2, 3, 4, 4, 5]  # 25 % of 20, then the last 2 of 6
+    assert load_data(folder, "train[3:5]").dataset["label"] == [3, 4]
+    assert load_data(folder, "validation").dataset.num_rows == 6
+    with pytest.raises(DataError, match=r"Unknown split \"valid\".*its splits are \['train', 'validation'\]"):
+        load_data(folder, "valid")
+    with pytest.raises(DataError, match=r"cannot be read as split 'train\[:80%'.*'train\[:10%\]\+test\[:10%\]'"):
+        load_data(folder, "train[:80%")
+    alone = tmp_path / "alone"
+    datasets.Dataset.from_dict({"image": [[0.0, 1.0]] * 10, "label": [0, 1] * 5}).save_to_disk(alone)
+    assert load_data(alone, "whatever[:30%]").dataset.num_rows == 3  # one split on its own: only the slice counts

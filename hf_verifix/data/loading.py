@@ -134,38 +134,42 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     return array.astype(np.int64)
 
 
-_SPLIT_SLICE = re.compile(r"^(?P<name>[\w.-]+)(?:\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
-
-
-def _slice_bound(text: str | None, size: int) -> int | None:
-    if text is None:
-        return None
-    if text.endswith("%"):
-        return round(size * int(text[:-1]) / 100)
-    return int(text)
+_SPLIT_NAME = re.compile(r"^\s*([\w.-]+)")
 
 
 def _pick_split(data: Any, split: str | None, source: str) -> Any:
-    """A split (``name`` or ``name[a:b]``, integers or percentages) of a DatasetDict, or a slice of a Dataset.
+    """A split of a DatasetDict, or of a Dataset saved on its own, read with ``datasets.ReadInstruction``: a name,
+    sliced with integers or percentages (``train[:80%]``, ``train[10:50]``), or several joined with ``+``
+    (``train[:10%]+test[:10%]``), exactly as ``load_dataset(..., split=...)`` reads them.
 
-    A ``Dataset`` saved on its own is a single split: its name is not checked, only its slice is applied.
+    A ``Dataset`` saved on its own is a single split: its name is not checked, only its slices are applied.
     """
     import datasets
 
-    match = _SPLIT_SLICE.match(split) if split is not None else None
-    if isinstance(data, datasets.DatasetDict):
-        if match is None or match["name"] not in data:
-            raise DataError(
-                f"{source!r} has no split {split!r}; its splits are {sorted(data)}. Pass split= one of "
-                "them (optionally sliced: 'train[:80%]')"
-            )
-        data = data[match["name"]]
-    elif split is not None and match is None:
-        raise DataError(f"split {split!r} is not a split name nor a slice like 'train[:80%]' or 'train[10:50]'")
-    if match is not None and (match["start"] is not None or match["stop"] is not None):
-        bounds = slice(_slice_bound(match["start"], len(data)), _slice_bound(match["stop"], len(data)))
-        data = data.select(range(len(data))[bounds])
-    return data
+    if split is None:
+        if isinstance(data, datasets.DatasetDict):
+            raise DataError(f"{source!r} has splits {sorted(data)}; pass split= one of them (e.g. 'train[:80%]')")
+        return data
+    try:
+        instruction = datasets.ReadInstruction.from_spec(split)
+        if isinstance(data, datasets.DatasetDict):
+            parts = {name: data[name] for name in data}
+        else:
+            parts = {m[1]: data for part in split.split("+") if (m := _SPLIT_NAME.match(part))}
+        absolute = instruction.to_absolute({name: len(part) for name, part in parts.items()})
+    except ValueError as err:
+        known = f"its splits are {sorted(data)}" if isinstance(data, datasets.DatasetDict) else "it is one split"
+        raise DataError(
+            f"{source!r} cannot be read as split {split!r} ({err}); {known}. Pass a split name, optionally sliced "
+            "or joined as in datasets: 'train[:80%]', 'train[10:50]', 'train[:10%]+test[:10%]'"
+        ) from err
+    chosen = [
+        parts[a.splitname]
+        if (a.from_, a.to) == (0, len(parts[a.splitname]))
+        else parts[a.splitname].select(range(a.from_, a.to))
+        for a in absolute
+    ]
+    return chosen[0] if len(chosen) == 1 else datasets.concatenate_datasets(chosen)
 
 
 def _looks_like_image_folder(folder: Path) -> bool:
