@@ -29,6 +29,13 @@ _SYMMETRIC_BLOCKS = 4
 _SYMMETRIC_MIN_DIM = 512
 
 
+def _image_chunks(x: torch.Tensor, per_image: int) -> Iterator[torch.Tensor]:
+    """``x`` in runs of whole images, each about ``_CHUNK_ELEMENTS`` values when one image takes ``per_image``."""
+    step = max(1, _CHUNK_ELEMENTS // max(1, per_image))
+    for first in range(0, x.shape[0], step):
+        yield x[first : first + step]
+
+
 @dataclass
 class LayerGram:
     """The Gram matrices of one layer's inputs: ``gram`` (float64) has shape ``(groups, d, d)``; ``rows`` counts the
@@ -122,16 +129,13 @@ class LayerGram:
         kept = self.kept_positions(max(0, out_h) * max(0, out_w))
         if kept is not None:
             per_image = kept.numel() * x.shape[1] * layer.kernel_size[0] * layer.kernel_size[1]
-            step = max(1, _CHUNK_ELEMENTS // per_image)
-            for first in range(0, x.shape[0], step):
-                self._add_product(conv_rows_at(x[first : first + step], layer, kept))
+            for images in _image_chunks(x, per_image):
+                self._add_product(conv_rows_at(images, layer, kept))
             self.rows += x.shape[0] * kept.numel()
             return
         if has_structured_gram(layer) and structured_gram_pays(layer, out_h, out_w):
-            step = max(1, _CHUNK_ELEMENTS // max(1, x[0].numel()))  # whole images, about one chunk of values each
-            for first in range(0, x.shape[0], step):
-                images = x[first : first + step].to(self.gram.device, self.precision)
-                self.gram += conv_gram(images, layer).to(torch.float64)
+            for images in _image_chunks(x, x[0].numel()):
+                self.gram += conv_gram(images.to(self.gram.device, self.precision), layer).to(torch.float64)
         else:
             for chunk in conv_row_chunks(x, layer, _CHUNK_ELEMENTS):
                 self._add_product(chunk)

@@ -74,6 +74,14 @@ def linear_rows(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return x.reshape(1, -1, layer.in_features)
 
 
+def _group_rows(patches: torch.Tensor, groups: int) -> torch.Tensor:
+    """``F.unfold``'s ``(N, C·kh·kw, L)`` patches as ``(groups, N·L, C/groups·kh·kw)`` rows (a row space per group)."""
+    n, cols, length = patches.shape
+    per_group = cols // groups
+    # (N, g, d, L) -> (g, N, L, d) -> (g, N·L, d)
+    return patches.view(n, groups, per_group, length).permute(1, 0, 3, 2).reshape(groups, n * length, per_group)
+
+
 def conv_rows(x: torch.Tensor, layer: nn.Conv2d, name: str = "conv") -> torch.Tensor:
     """Return the unfolded patches a Conv2d multiplies, shape ``(groups, M, Cin/groups·kh·kw)``.
 
@@ -90,11 +98,7 @@ def conv_rows(x: torch.Tensor, layer: nn.Conv2d, name: str = "conv") -> torch.Te
     if left or right or top or bottom:
         x = F.pad(x, (left, right, top, bottom))
     patches = F.unfold(x, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)  # (N, C·kh·kw, L)
-    groups = layer.groups
-    n, cols, length = patches.shape
-    per_group = cols // groups
-    # (N, g, d, L) -> (g, N, L, d) -> (g, N·L, d)
-    return patches.view(n, groups, per_group, length).permute(1, 0, 3, 2).reshape(groups, n * length, per_group)
+    return _group_rows(patches, layer.groups)
 
 
 def conv_rows_at(x: torch.Tensor, layer: nn.Conv2d, positions: torch.Tensor) -> torch.Tensor:
@@ -184,5 +188,4 @@ def conv_row_chunks(x: torch.Tensor, layer: nn.Conv2d, max_elements: int) -> Ite
             last = min(out_h, row + bands)
             window = padded[first : first + images, :, row * sh : (last - 1) * sh + dh * (kh - 1) + 1]
             patches = F.unfold(window, (kh, kw), dilation=(dh, dw), stride=(sh, sw))  # (n, C·kh·kw, L)
-            n, cols, length = patches.shape
-            yield patches.view(n, groups, cols // groups, length).permute(1, 0, 3, 2).reshape(groups, n * length, -1)
+            yield _group_rows(patches, groups)
