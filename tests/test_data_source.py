@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from testing_utils import image_dataset, small_cnn, tiny_vit, weights_of
 from testing_utils import quick_config as config
-from testing_utils import small_cnn, tiny_vit, weights_of
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms
@@ -121,10 +121,7 @@ def test_explicit_columns_pick_among_several_image_and_label_columns() -> None:
 def test_default_transform_of_a_transformers_vit_resizes_and_normalises() -> None:
     images = rgb_and_gray_images(10, size=20)
     labels = [i % 3 for i in range(10)]
-    hf = datasets.Dataset.from_dict(
-        {"image": images, "label": labels},
-        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=3)}),
-    )
+    hf = image_dataset(images, labels)
     manual = transforms.Compose(
         [transforms.Resize((16, 16)), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
     )
@@ -138,10 +135,7 @@ def test_default_transform_of_a_transformers_vit_resizes_and_normalises() -> Non
 def test_image_processor_preprocessed_columns_and_collate_fn_paths_match_the_tensor_dataset() -> None:
     images = rgb_and_gray_images(10, size=20)
     labels = [i % 3 for i in range(10)]
-    hf = datasets.Dataset.from_dict(
-        {"image": images, "label": labels},
-        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=3)}),
-    )
+    hf = image_dataset(images, labels)
     processor = ViTImageProcessor(size={"height": 16, "width": 16})
     pixel_values = torch.cat(
         [processor(images=im.convert("RGB"), return_tensors="pt")["pixel_values"] for im in images]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from testing_utils import coded_images, finish, pixel_dataset, start_worker, tiny_timm_wrapper, tiny_vit
+from testing_utils import coded_images, finish, image_dataset, pixel_dataset, start_worker, tiny_timm_wrapper, tiny_vit
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from transformers import (
@@ -569,10 +569,7 @@ def test_raw_images_are_preprocessed_with_the_trainers_image_processor(tmp_path)
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(36, 20, 20, 3), dtype=np.uint8)
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=3)})
-    raw = datasets.Dataset.from_dict(
-        {"image": [Image.fromarray(p) for p in pixels], "label": [i % 3 for i in range(36)]}, features=features
-    )
+    raw = image_dataset([Image.fromarray(p) for p in pixels], [i % 3 for i in range(36)])
     processor = ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.2] * 3, image_std=[0.3] * 3)
     weights = {}
     for name, processing_class in (("processor", processor), ("default", None)):

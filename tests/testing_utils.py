@@ -266,6 +266,14 @@ def pixel_dataset(
     return datasets.Dataset.from_dict(data, features=datasets.Features(columns)).with_format("torch")
 
 
+def image_dataset(images: Sequence[Any], labels: Sequence[int], classes: int = 3) -> datasets.Dataset:
+    """A ``datasets.Dataset`` of raw PIL ``image`` (an ``Image`` feature) and ClassLabel ``label`` columns."""
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=classes)})
+    return datasets.Dataset.from_dict({"image": list(images), "label": list(labels)}, features=features)
+
+
 # The selectors' blobs (test_selection_*.py): 3 classes of N_PER_CLASS points, a NOISE share of the labels flipped.
 N_PER_CLASS = 200
 NOISE = 0.25
