@@ -74,6 +74,12 @@ def linear_rows(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return x.reshape(1, -1, layer.in_features)
 
 
+def _zero_padded(x: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
+    """``x`` with the zero padding ``layer`` applies (``x`` itself when there is none)."""
+    left, right, top, bottom = conv_padding(layer)
+    return F.pad(x, (left, right, top, bottom)) if left or right or top or bottom else x
+
+
 def _group_rows(patches: torch.Tensor, groups: int) -> torch.Tensor:
     """``F.unfold``'s ``(N, C·kh·kw, L)`` patches as ``(groups, N·L, C/groups·kh·kw)`` rows (a row space per group)."""
     n, cols, length = patches.shape
@@ -94,9 +100,7 @@ def conv_rows(x: torch.Tensor, layer: nn.Conv2d, name: str = "conv") -> torch.Te
         torch.Size([2, 128, 18])
     """
     check_conv_input(x, name)
-    left, right, top, bottom = conv_padding(layer)
-    if left or right or top or bottom:
-        x = F.pad(x, (left, right, top, bottom))
+    x = _zero_padded(x, layer)
     patches = F.unfold(x, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)  # (N, C·kh·kw, L)
     return _group_rows(patches, layer.groups)
 
@@ -113,8 +117,7 @@ def conv_rows_at(x: torch.Tensor, layer: nn.Conv2d, positions: torch.Tensor) -> 
         True
     """
     check_conv_input(x, "conv")
-    left, right, top, bottom = conv_padding(layer)
-    padded = F.pad(x, (left, right, top, bottom)) if left or right or top or bottom else x
+    padded = _zero_padded(x, layer)
     out_w = conv_output_size(x.shape[2], x.shape[3], layer)[1]
     (kh, kw), (dh, dw), (sh, sw) = layer.kernel_size, layer.dilation, layer.stride
     out_rows, out_cols = positions // out_w, positions % out_w
@@ -173,8 +176,7 @@ def conv_row_chunks(x: torch.Tensor, layer: nn.Conv2d, max_elements: int) -> Ite
         [8, 8]
     """
     check_conv_input(x, "conv")
-    left, right, top, bottom = conv_padding(layer)
-    padded = F.pad(x, (left, right, top, bottom)) if left or right or top or bottom else x
+    padded = _zero_padded(x, layer)
     out_h, out_w = conv_output_size(x.shape[2], x.shape[3], layer)
     if out_h <= 0 or out_w <= 0:
         return
